@@ -1,0 +1,134 @@
+"""Frozen configuration dataclasses and the model presets.
+
+This is the only module that knows about configuration objects: `build_model` (and the training,
+evaluation and data entry points) turn them into plain keyword arguments for the modules.
+The defaults are the paper's values (Law & Deng 2018, see ../shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A stacked-hourglass CornerNet. Defaults are the paper's Hourglass-104.
+
+    channels[i] / blocks[i] are the width and residual-block count of hourglass level i
+    (the last entry is the bottom level, whose block count is the number of residuals at the bottom).
+    """
+
+    num_stacks: int = 2
+    stem_channels: int = 128
+    channels: tuple[int, ...] = (256, 256, 384, 384, 384, 512)
+    blocks: tuple[int, ...] = (2, 2, 2, 2, 2, 4)
+    cnv_channels: int = 256
+    pool_channels: int = 128
+    head_channels: int = 256
+    num_classes: int = 80
+    corner_pool: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+# Named sizes, listing only what differs from the paper's network.
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's network: 201,035,212 parameters at 80 classes.
+    "hourglass-104": ModelConfig(),
+    # One stack of the same hourglass.
+    "hourglass-52": ModelConfig(num_stacks=1),
+    # CPU preset for the demo and CPU recipes (< 5M parameters).
+    "small": ModelConfig(
+        num_stacks=1,
+        stem_channels=32,
+        channels=(64, 96, 128, 160),
+        blocks=(1, 1, 1, 2),
+        cnv_channels=96,
+        pool_channels=64,
+        head_channels=64,
+    ),
+    # For tests: a few thousand parameters, runs in milliseconds.
+    "tiny": ModelConfig(
+        num_stacks=2,
+        stem_channels=8,
+        channels=(16, 16, 24),
+        blocks=(1, 1, 1),
+        cnv_channels=16,
+        pool_channels=8,
+        head_channels=16,
+    ),
+}
+
+
+def model_config(preset: str, num_classes: int = 80, corner_pool: bool = True) -> ModelConfig:
+    """The preset's config with the class count and the corner-pooling switch applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return dataclasses.replace(PRESETS[preset], num_classes=num_classes, corner_pool=corner_pool)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training-pipeline settings (paper: 511 input, crop scales 0.6..1.3, border 128)."""
+
+    input_size: int = 511
+    output_stride: int = 4
+    random_scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+    border: int = 128
+    flip: float = 0.5
+    color_jitter: float = 0.4
+    lighting: float = 0.1
+    radius_mode: str = "object"  # object | fixed | none
+    min_overlap: float = 0.3
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decoding and test-time settings (the paper's values)."""
+
+    k: int = 100
+    kernel: int = 3
+    ae_threshold: float = 0.5
+    num_dets: int = 1000
+    max_per_image: int = 100
+    nms: str = "gaussian"  # gaussian | linear | none
+    nms_sigma: float = 0.5
+    nms_iou: float = 0.5
+    score_threshold: float = 0.001
+    flip: bool = True
+    scales: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults are the paper's COCO schedule for hourglass-104."""
+
+    batch_size: int = 49
+    iters: int = 500_000
+    lr: float = 2.5e-4
+    lr_steps: tuple[int, ...] = (450_000,)
+    lr_gamma: float = 0.1
+    warmup_iters: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    pull_weight: float = 0.1
+    push_weight: float = 0.1
+    offset_weight: float = 1.0
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    workers: int = 4
+    seed: int = 0
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,81 @@
+"""Test-time geometry: scale an image, pad it to the network's size, and map boxes back.
+
+The paper keeps test images at their resolution (times a test scale s) and pads them to
+h, w with (h + 1) % 128 == 0, i.e. h = round(H * s) | 127. The resized image sits at the centre of
+the padded canvas. The network's output map has ceil(h / 4) x ceil(w / 4) cells, and coordinates map
+between input and output by the ratio output / input (128 / 511 at 511), as in training targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How one image was placed in the network input.
+
+    image_size:  (height, width) of the original image in pixels.
+    scale:       (x, y) resize factors applied to the image (the test scale s, up to rounding).
+    input_size:  (height, width) of the padded network input.
+    offset:      (x, y) of the resized image's top-left corner inside the padded input.
+    output_size: (height, width) of the network's output map, ceil(input / 4).
+    """
+
+    image_size: tuple[int, int]
+    scale: tuple[float, float]
+    input_size: tuple[int, int]
+    offset: tuple[int, int]
+    output_size: tuple[int, int]
+
+    def output_to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """[N, 4+] boxes x1, y1, x2, y2 in output-map coordinates -> image pixels (float, not clipped).
+
+        Extra columns after the first four are returned unchanged.
+        """
+        out = np.array(boxes, dtype=np.float64, copy=True)
+        (in_h, in_w), (out_h, out_w) = self.input_size, self.output_size
+        out[:, [0, 2]] = (out[:, [0, 2]] * in_w / out_w - self.offset[0]) / self.scale[0]
+        out[:, [1, 3]] = (out[:, [1, 3]] * in_h / out_h - self.offset[1]) / self.scale[1]
+        return out
+
+    def image_to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """[N, 4] boxes in image pixels -> padded-input pixels."""
+        out = np.array(boxes, dtype=np.float64, copy=True)
+        out[:, [0, 2]] = out[:, [0, 2]] * self.scale[0] + self.offset[0]
+        out[:, [1, 3]] = out[:, [1, 3]] * self.scale[1] + self.offset[1]
+        return out
+
+
+def padded_size(size: int, pad_mask: int = 127) -> int:
+    """Smallest h >= size with (h + 1) % (pad_mask + 1) == 0 (pad_mask 127: the paper's rule)."""
+    return size | pad_mask
+
+
+def letterbox(image: np.ndarray, scale: float = 1.0, pad_mask: int = 127,
+              fill: tuple[float, ...] | float = 0.0) -> tuple[np.ndarray, Letterbox]:
+    """Resize `image` ([H, W, C] uint8 or float) by `scale` and centre it on a padded canvas.
+
+    Returns the canvas [h, w, C] (same dtype, padding = `fill`) and the Letterbox to undo it.
+    """
+    height, width = image.shape[:2]
+    new_h, new_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    resized = image if (new_h, new_w) == (height, width) else cv2.resize(image, (new_w, new_h))
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    in_h, in_w = padded_size(new_h, pad_mask), padded_size(new_w, pad_mask)
+    canvas = np.empty((in_h, in_w, resized.shape[2]), dtype=resized.dtype)
+    canvas[...] = fill
+    x0, y0 = (in_w - new_w) // 2, (in_h - new_h) // 2
+    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = resized
+    info = Letterbox(
+        image_size=(height, width),
+        scale=(new_w / width, new_h / height),
+        input_size=(in_h, in_w),
+        offset=(x0, y0),
+        output_size=((in_h + 3) // 4, (in_w + 3) // 4),
+    )
+    return canvas, info

@@ -1,0 +1,13 @@
+"""The one exception type that the CLI turns into a one-line error (never a traceback)."""
+
+
+class CornerNetError(Exception):
+    """A problem with the user's input: the message names the bad file and value.
+
+    The CLI prints ``error: <message>`` and exits with ``exit_code`` (1 by default,
+    2 for a bad command-line value, as Typer does for usage errors).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
