@@ -1,0 +1,159 @@
+"""Checkpoints: safetensors files that rebuild the model on their own (never pickle).
+
+A checkpoint holds the model's state dict as tensors and, in the safetensors metadata (str -> str):
+
+    format        "cornernet-checkpoint"      what the file is
+    version       "1"                         format version (FORMAT_VERSION)
+    model_config  JSON of ModelConfig         rebuilds the network (preset values, classes, pooling)
+    class_names   JSON list of str            contiguous class order of the heads
+    category_ids  JSON list of int            dataset category id of each class (COCO ids round-trip)
+    extra         JSON object                 free-form (step, metrics, dataset path, ...)
+
+Writes are atomic: a temporary file in the same folder, fsync, then rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from cornernet_cli.config import ModelConfig
+from cornernet_cli.errors import CornerNetError
+
+FORMAT = "cornernet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) then rename tmp_path to path, so `path` is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    class_names: list[str],
+    category_ids: list[int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` (its ModelConfig in `model.config`) with its class names to a safetensors file."""
+    model = unwrap(model)
+    config: ModelConfig | None = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("model has no .config; build it with build_model() or CornerNet.from_config()")
+    if len(class_names) != config.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {config.num_classes} classes")
+    if category_ids is None:
+        category_ids = list(range(1, config.num_classes + 1))
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "version": str(FORMAT_VERSION),
+        "model_config": json.dumps(config.to_dict()),
+        "class_names": json.dumps(list(class_names)),
+        "category_ids": json.dumps([int(c) for c in category_ids]),
+        "extra": json.dumps(extra or {}),
+    }
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read tensors and decoded metadata, with one-line errors naming the file and the problem.
+
+    Returns (state_dict, meta) where meta has keys format, version, model_config (ModelConfig),
+    class_names, category_ids, extra.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CornerNetError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CornerNetError(f"checkpoint {path} is a directory, expected a .safetensors file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except Exception as e:  # safetensors raises several types for bad headers and short files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CornerNetError(f"{path} is not a readable safetensors checkpoint (truncated or another format): "
+                             f"{reason}") from None
+    if raw.get("format") != FORMAT:
+        raise CornerNetError(f"{path} is a safetensors file but not a cornernet checkpoint "
+                             f"(metadata format={raw.get('format')!r})")
+    try:
+        version = int(raw.get("version", "0"))
+    except ValueError:
+        version = -1
+    if version != FORMAT_VERSION:
+        raise CornerNetError(f"{path} has checkpoint format version {raw.get('version')!r}; "
+                             f"this cornernet reads version {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(json.loads(raw["model_config"]))
+        class_names = json.loads(raw["class_names"])
+        category_ids = [int(c) for c in json.loads(raw.get("category_ids", "[]"))]
+        extra = json.loads(raw.get("extra", "{}"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CornerNetError(f"{path} has malformed cornernet metadata: {e}") from None
+    if len(class_names) != config.num_classes or len(category_ids) != config.num_classes:
+        raise CornerNetError(f"{path}: {len(class_names)} class names / {len(category_ids)} category ids "
+                             f"for a model with {config.num_classes} classes")
+    meta = {"format": FORMAT, "version": version, "model_config": config, "class_names": class_names,
+            "category_ids": category_ids, "extra": extra}
+    return state, meta
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load `state` into `model`, strictly; mismatches become one line naming `source` and the keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if keys:
+                shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise CornerNetError(f"{source} does not fit this architecture: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from a checkpoint alone. Returns (model in eval mode on `device`, meta)."""
+    from cornernet_cli.model.cornernet import CornerNet
+
+    state, meta = read_checkpoint(path)
+    model = CornerNet.from_config(meta["model_config"])
+    load_state(model, state, path)
+    return model.to(device).eval(), meta

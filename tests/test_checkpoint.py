@@ -1,0 +1,100 @@
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cornernet_cli.engine.checkpoint import load_model, read_checkpoint, save_checkpoint
+from cornernet_cli.errors import CornerNetError
+from cornernet_cli.model import build_model
+
+
+def _trained_like(model):
+    with torch.no_grad():  # non-default BN statistics so the round trip checks buffers too
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_round_trip_same_outputs_bit_for_bit(tmp_path):
+    model = _trained_like(build_model("tiny", num_classes=3)).eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, class_names=["a", "b", "c"],
+                           category_ids=[1, 7, 42], extra={"step": 5})
+    loaded, meta = load_model(path)
+    assert meta["class_names"] == ["a", "b", "c"] and meta["category_ids"] == [1, 7, 42]
+    assert meta["extra"] == {"step": 5} and meta["model_config"] == model.config
+    assert not loaded.training
+    x = torch.randn(2, 3, 61, 90)
+    with torch.no_grad():
+        for a, b in zip(model(x)[0], loaded(x)[0]):
+            assert torch.equal(a, b)
+
+
+def test_no_pickle_in_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", build_model("tiny", 1), class_names=["x"])
+    header_len = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    header = json.loads(path.read_bytes()[8 : 8 + header_len])
+    assert header["__metadata__"]["format"] == "cornernet-checkpoint"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CornerNetError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+def test_truncated_file(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", build_model("tiny", 2), class_names=["a", "b"])
+    data = path.read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CornerNetError, match="cut.safetensors.*not a readable safetensors"):
+        load_model(bad)
+
+
+def test_not_a_safetensors_file(tmp_path):
+    bad = tmp_path / "junk.safetensors"
+    bad.write_bytes(b"hello world, not a checkpoint at all")
+    with pytest.raises(CornerNetError, match="junk.safetensors"):
+        load_model(bad)
+
+
+def test_other_safetensors_file(tmp_path):
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(other))
+    with pytest.raises(CornerNetError, match="not a cornernet checkpoint"):
+        load_model(other)
+
+
+def test_other_architecture(tmp_path):
+    """A checkpoint whose tensors do not fit the architecture its metadata names."""
+    path = save_checkpoint(tmp_path / "tiny.safetensors", build_model("tiny", 2), class_names=["a", "b"])
+    state, _ = read_checkpoint(path)
+    small = build_model("small", 2)
+    raw_meta = {"format": "cornernet-checkpoint", "version": "1",
+                "model_config": json.dumps(small.config.to_dict()), "class_names": json.dumps(["a", "b"]),
+                "category_ids": json.dumps([1, 2]), "extra": "{}"}
+    forged = tmp_path / "forged.safetensors"
+    save_file(state, str(forged), metadata=raw_meta)
+    with pytest.raises(CornerNetError, match=r"forged.safetensors does not fit.*shape mismatch"):
+        load_model(forged)
+
+
+def test_class_count_mismatch(tmp_path):
+    state = {k: v.contiguous() for k, v in build_model("tiny", 2).state_dict().items()}
+    cfg = build_model("tiny", 2).config.to_dict()
+    meta = {"format": "cornernet-checkpoint", "version": "1", "model_config": json.dumps(cfg),
+            "class_names": json.dumps(["a", "b", "c"]), "category_ids": json.dumps([1, 2, 3]), "extra": "{}"}
+    path = tmp_path / "mismatch.safetensors"
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CornerNetError, match="3 class names"):
+        load_model(path)
+
+
+def test_future_version(tmp_path):
+    path = tmp_path / "v9.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "cornernet-checkpoint", "version": "9"})
+    with pytest.raises(CornerNetError, match="version '9'"):
+        load_model(path)
