@@ -157,3 +157,65 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model = CornerNet.from_config(meta["model_config"])
     load_state(model, state, path)
     return model.to(device).eval(), meta
+
+
+# ---- resume state (optimiser, scheduler, scaler, step, RNG), also safetensors -------------------------
+
+
+def _split_tensors(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested dict/list by a reference string, collecting the tensors."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}"
+        tensors[key] = obj.detach().to("cpu").contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_split_tensors(k, f"{prefix}.k{i}", tensors), _split_tensors(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        items = [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a resume state")
+
+
+def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {_join_tensors(k, tensors): _join_tensors(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_join_tensors(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [_join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write a nested dict of tensors and JSON values (optimiser/scheduler/scaler state dicts, step,
+    RNG states) to a safetensors file: tensors as tensors, the structure as JSON metadata. No pickle."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _split_tensors(state, "s", tensors)
+    metadata = {"format": "cornernet-train-state", "version": str(FORMAT_VERSION), "state": json.dumps(structure)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return Path(path)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read what `save_train_state` wrote, with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CornerNetError(f"no resume state at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if raw.get("format") != "cornernet-train-state":
+            raise ValueError(f"metadata format={raw.get('format')!r}")
+        return _join_tensors(json.loads(raw["state"]), tensors)
+    except CornerNetError:
+        raise
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CornerNetError(f"{path} is not a readable cornernet resume state: {reason}") from None

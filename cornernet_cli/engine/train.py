@@ -1,0 +1,505 @@
+"""The one training loop: Adam, warm-up and step decay, clipping, AMP, DDP, atomic checkpoints, exact resume.
+
+Run folder (`out_dir`):
+    config.json          the resolved configuration (model, data, optimisation, paths)
+    metrics.jsonl        one JSON object per logged step and per validation
+    last.safetensors     the latest model checkpoint (cornernet checkpoint format)
+    best.safetensors     the best model by validation AP (the final model when there is no validation split)
+    state.safetensors    the resume state: optimiser, scheduler, GradScaler, step, RNG states (no pickle)
+    curves.png           loss terms and AP over steps (needs matplotlib)
+
+Distributed: launched by `torchrun`, the loop reads RANK / WORLD_SIZE / LOCAL_RANK, uses NCCL on GPUs and
+gloo on CPUs, shards every global batch across ranks, and only rank 0 logs and writes files.
+
+Exact resume: the data order and every sample's augmentation are functions of (seed, step, position in
+the batch), not of the worker that loads them, so resuming at step s replays exactly what a straight run
+does from step s (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+from cornernet_cli.config import DataConfig, ModelConfig, TrainConfig
+from cornernet_cli.engine.checkpoint import (
+    load_state,
+    load_train_state,
+    read_checkpoint,
+    save_checkpoint,
+    save_train_state,
+    unwrap,
+)
+from cornernet_cli.errors import CornerNetError
+
+# ---- distributed ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistEnv:
+    """Join the process group that `torchrun` describes in the environment (no-op for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    env = DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return env
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
+        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+        return device
+    if name != "cpu":
+        raise CornerNetError(f"--device must be auto, cpu or cuda, got {name!r}", 2)
+    return torch.device("cpu")
+
+
+def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
+    """True if `flag` is true on any rank (a collective: every rank must call it)."""
+    if not env.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+# ---- data order: a pure function of (seed, step) -------------------------------------------------------
+
+
+class StepBatchSampler(Sampler):
+    """Yields this rank's share of the global batch for steps start, start + 1, ... (without end).
+
+    The global batch of step s is positions [(s % spe) * G, (s % spe + 1) * G) of the permutation of
+    epoch s // spe (seeded by seed + epoch), G = batch_size * world_size, spe = len // G (at least 1;
+    small datasets wrap around). Each element is (dataset index, sample seed).
+    """
+
+    def __init__(self, length: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0):
+        if length < 1:
+            raise CornerNetError("the training split has no images")
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.global_batch = batch_size * world_size
+        self.steps_per_epoch = max(1, length // self.global_batch)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        reps = math.ceil(self.global_batch / self.length)  # tiny datasets: repeat the permutation
+        return np.concatenate([rng.permutation(self.length) for _ in range(reps)])
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        order = self._epoch_order(epoch)
+        start = (pos * self.global_batch) % max(1, len(order) - self.global_batch + 1)
+        chunk = order[start : start + self.global_batch]
+        mine = range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return [(int(chunk[i]), _sample_seed(self.seed, step, i)) for i in mine]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def __len__(self) -> int:  # infinite; DataLoader only needs __iter__
+        return 2**62
+
+
+def _sample_seed(seed: int, step: int, position: int) -> int:
+    return int(np.random.SeedSequence([seed, step, position]).generate_state(1)[0])
+
+
+class SeededSamples(Dataset):
+    """Seeds Python's, NumPy's and torch's RNGs from the sample seed, then loads dataset[index]."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        if hasattr(self.dataset, "seed_sample"):
+            self.dataset.seed_sample(seed)
+        return self.dataset[index]
+
+
+# ---- schedule ------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float) -> float:
+    """Linear warm-up from 1/warmup to 1 over `warmup_iters`, then x gamma at each step in `lr_steps`."""
+    warm = min(1.0, (step + 1) / warmup_iters) if warmup_iters > 0 else 1.0
+    return warm * gamma ** sum(step >= s for s in lr_steps)
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    status: str  # finished | interrupted | stopped
+    best_ap: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    images_per_s: float = 0.0
+    param_checksums: list[float] = field(default_factory=list)
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM set a flag; the loop saves and leaves at the next step boundary."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: leave now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    *,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig = DataConfig(),
+    train_cfg: TrainConfig = TrainConfig(),
+    train_split: str = "train",
+    val_dir: str | Path | None = None,
+    val_split: str = "val",
+    device: str = "auto",
+    resume: bool = False,
+    log_every: int = 10,
+    val_every: int = 0,
+    save_every: int = 500,
+    val_max_images: int | None = None,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
+
+    model_cfg.num_classes is replaced by the dataset's class count. `stop_at_step` ends the run early
+    (as an interruption would: resume state saved) and exists for tests and tooling.
+    """
+    from cornernet_cli.data.coco import CocoDetection
+    from cornernet_cli.data.loader import build_train_dataset, collate
+    from cornernet_cli.losses import CornerNetLoss
+    from cornernet_cli.model.cornernet import CornerNet
+
+    out_dir = Path(out_dir)
+    env0 = DistEnv(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+    dev = resolve_device(device, env0.local_rank)
+    env = init_distributed(dev)
+    tc = train_cfg
+
+    base = CocoDetection.from_folder(data_dir, train_split)
+    class_names, category_ids = list(base.class_names), list(base.category_ids)
+    if not class_names:
+        raise CornerNetError(f"{data_dir}: the {train_split} split has no categories")
+    model_cfg = dataclasses.replace(model_cfg, num_classes=len(class_names))
+    dataset = build_train_dataset(base, input_size=data_cfg.input_size, data_cfg=data_cfg)
+
+    if env.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe = out_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise CornerNetError(f"cannot write to output folder {out_dir}: {e.strerror or e}") from None
+
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    model = CornerNet.from_config(model_cfg).to(dev)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = CornerNetLoss(pull_weight=tc.pull_weight, push_weight=tc.push_weight,
+                              offset_weight=tc.offset_weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
+                                       gamma=tc.lr_gamma))
+    amp = tc.amp if dev.type == "cuda" else "off"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "fp16"))
+
+    start_step, best_ap = 0, None
+    state_path, last_path, best_path = out_dir / "state.safetensors", out_dir / "last.safetensors", \
+        out_dir / "best.safetensors"
+    if resume:
+        if not state_path.is_file() or not last_path.is_file():
+            raise CornerNetError(f"--resume: no resume state in {out_dir} (expected state.safetensors and "
+                                 f"last.safetensors); start without --resume")
+        ckpt_state, meta = read_checkpoint(last_path)
+        if meta["model_config"] != model_cfg:
+            raise CornerNetError(f"--resume: {last_path} was trained with a different model configuration "
+                                 f"({meta['model_config']}) than asked for ({model_cfg})")
+        load_state(model, {k: v.to(dev) for k, v in ckpt_state.items()}, last_path)
+        st = load_train_state(state_path)
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
+        start_step, best_ap = int(st["step"]), st.get("best_ap")
+        _set_rng_state(st["rng"])
+
+    run_config = {
+        "model": model_cfg.to_dict(), "data": dataclasses.asdict(data_cfg), "train": dataclasses.asdict(tc),
+        "data_dir": str(data_dir), "train_split": train_split, "val_dir": str(val_dir) if val_dir else None,
+        "val_split": val_split, "device": str(dev), "world_size": env.world_size, "amp": amp,
+        "class_names": class_names, "category_ids": category_ids,
+    }
+    if env.is_main:
+        (out_dir / "config.json").write_text(json.dumps(run_config, indent=2))
+
+    ddp_model = model
+    if env.enabled:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    sampler = StepBatchSampler(len(dataset), batch_size=tc.batch_size, seed=tc.seed, rank=env.rank,
+                               world_size=env.world_size, start_step=start_step)
+    loader = torch.utils.data.DataLoader(
+        SeededSamples(dataset), batch_sampler=sampler, num_workers=tc.workers, collate_fn=collate,
+        pin_memory=dev.type == "cuda", persistent_workers=False,
+        prefetch_factor=2 if tc.workers > 0 else None,
+    )
+
+    has_val = val_dir is not None
+    total = tc.iters
+    end_step = total if stop_at_step is None else min(total, stop_at_step)
+    metrics_file = (out_dir / "metrics.jsonl").open("a") if env.is_main else None
+    extra_meta = {"data_dir": str(data_dir), "input_size": data_cfg.input_size}
+
+    def save(step: int, *, best: bool = False) -> None:
+        if not env.is_main:
+            return
+        meta_extra = {**extra_meta, "step": step}
+        save_checkpoint(last_path, model, class_names=class_names, category_ids=category_ids, extra=meta_extra)
+        save_train_state(state_path, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "best_ap": best_ap,
+            "rng": _rng_state(),
+        })
+        if best:
+            save_checkpoint(best_path, model, class_names=class_names, category_ids=category_ids,
+                            extra=meta_extra)
+
+    def validate(step: int) -> dict[str, Any]:
+        from cornernet_cli.engine.evaluate import evaluate_model
+
+        model.eval()
+        result = evaluate_model(model, val_dir, val_split, device=dev, class_names=class_names,
+                                category_ids=category_ids, flip=False, max_images=val_max_images,
+                                progress=False)
+        model.train()
+        return result
+
+    from cornernet_cli.engine.progress import TrainProgress
+
+    status, step, imgs_per_s = "finished", start_step, 0.0
+    window: list[tuple[float, int]] = []
+    last_metrics: dict[str, Any] = {}
+    model.train()
+    with _StopFlag() as stop, TrainProgress(total=total, start=start_step,
+                                            enabled=progress and env.is_main) as bar:
+        batches = iter(loader)
+        t_last = time.perf_counter()
+        while step < end_step:
+            batch = next(batches)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            images = batch["image"]
+            if tc.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = ddp_model(images)
+            outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
+            loss, terms = criterion(outputs, batch)
+            if _any_rank(not bool(torch.isfinite(loss)), env, dev):
+                finite = all(torch.isfinite(p).all() for p in model.parameters())
+                if finite:
+                    save(step)
+                detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                raise CornerNetError(
+                    f"non-finite loss at step {step} ({detail}); stopped. The last good weights are in "
+                    f"{last_path}; try a lower --lr, --amp off or a larger --grad-clip")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tc.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+
+            now = time.perf_counter()
+            window.append((now - t_last, images.shape[0] * env.world_size))
+            t_last = now
+            window = window[-20:]
+            imgs_per_s = sum(n for _, n in window) / max(1e-9, sum(t for t, _ in window))
+            lr = optimizer.param_groups[0]["lr"]
+            values = {k: float(v) for k, v in terms.items()}
+            bar.update(step, loss=float(loss), terms=values, lr=lr, images_per_s=imgs_per_s)
+            if metrics_file and (step % log_every == 0 or step == end_step):
+                last_metrics = {"step": step, "loss": float(loss), **values, "lr": lr,
+                                "images_per_s": round(imgs_per_s, 3), "time": time.time()}
+                metrics_file.write(json.dumps(last_metrics) + "\n")
+                metrics_file.flush()
+            if has_val and val_every and (step % val_every == 0 or step == total):
+                if env.is_main:
+                    result = validate(step)
+                    ap = float(result.get("AP", -1.0))
+                    improved = best_ap is None or ap > best_ap
+                    best_ap = ap if improved else best_ap
+                    metrics_file.write(json.dumps({"step": step, "val": result}) + "\n")
+                    metrics_file.flush()
+                    bar.note(f"step {step}: val AP {ap:.4f} AP50 {float(result.get('AP50', -1)):.4f}"
+                             + (" (best)" if improved else ""))
+                    save(step, best=improved)
+                if env.enabled:
+                    dist.barrier()
+            elif step % save_every == 0:
+                save(step)
+            if _any_rank(stop.signum is not None, env, dev):
+                status = "interrupted"
+                break
+    if status == "finished" and step < total:
+        status = "stopped"
+    save(step, best=(not has_val or not best_path.exists()) and status == "finished")
+    if metrics_file:
+        metrics_file.close()
+
+    checksums = _param_checksums(model, env, dev)
+    if env.is_main and status == "finished":
+        _plot_curves(out_dir)
+    if env.enabled:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(out_dir=out_dir, step=step, status=status, best_ap=best_ap, metrics=last_metrics,
+                       images_per_s=imgs_per_s, param_checksums=checksums)
+
+
+def _param_checksums(model: torch.nn.Module, env: DistEnv, device: torch.device) -> list[float]:
+    """Sum of |w| over all parameters on every rank (gathered), to check replicas agree."""
+    total = torch.stack([p.detach().double().abs().sum() for p in unwrap(model).parameters()]).sum()
+    total = total.to(device).reshape(1)
+    if not env.enabled:
+        return [float(total)]
+    gathered = [torch.zeros_like(total) for _ in range(env.world_size)]
+    dist.all_gather(gathered, total)
+    return [float(t) for t in gathered]
+
+
+def _plot_curves(out_dir: Path) -> Path | None:
+    """curves.png from metrics.jsonl: one panel per loss term, and validation AP / AP50."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val" in r]
+    if not train_rows:
+        return None
+    keys = [k for k in ("loss", "focal", "pull", "push", "offset") if k in train_rows[0]]
+    panels = len(keys) + (1 if val_rows else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3), squeeze=False)
+    steps = [r["step"] for r in train_rows]
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [r[k] for r in train_rows])
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        if k in ("loss", "focal"):
+            ax.set_yscale("log")
+    if val_rows:
+        ax = axes[0][-1]
+        for k in ("AP", "AP50"):
+            ax.plot([r["step"] for r in val_rows], [r["val"].get(k, float("nan")) for r in val_rows], marker="o",
+                    label=k)
+        ax.set_title("validation")
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    path = out_dir / "curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
