@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -58,10 +61,125 @@ def models_cmd(
     console.print(table)
 
 
+def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CornerNetError(f"{option} takes comma-separated integers, got {text!r}", 2) from None
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset folder (default: --data when it "
+                                       "has a val split)."),
+    out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104 (the paper), "
+                               "hourglass-52, small (CPU), tiny (tests)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size "
+                                             "(paper: 511; small: 256)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step per process "
+                                             "(paper: 49)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (paper: 500k)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --iters: passes over the "
+                                           "training split."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4)."),
+    lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Comma-separated steps where lr is "
+                                           "divided by 10 (default: 90% of the steps)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision on CUDA: bf16, fp16 or off (CPU: fp32)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (GPU)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
+    no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
+    val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
+    save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
+) -> None:
+    """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
+
+    Multi-GPU / multi-node: launch the same command with torchrun, e.g.
+    `torchrun --nproc_per_node 8 -m cornernet_cli.cli train --preset hourglass-104 ...`.
+    """
+    import dataclasses
+
+    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig, TrainConfig, model_config
+    from cornernet_cli.data.coco import available_splits
+    from cornernet_cli.engine.train import train
+
+    if preset not in PRESETS:
+        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
+    if amp not in ("off", "bf16", "fp16"):
+        raise CornerNetError(f"--amp must be bf16, fp16 or off, got {amp!r}", 2)
+    if radius not in ("object", "fixed", "none"):
+        raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
+    if not data.is_dir():
+        raise CornerNetError(f"--data {data} is not a folder", 2)
+    d = TRAIN_DEFAULTS[preset]
+    size = input_size or d["input_size"]
+    bs = batch_size or d["batch_size"]
+    if iters is None and epochs is not None:
+        from cornernet_cli.data.coco import CocoDetection
+
+        n = len(CocoDetection.from_folder(data, "train"))
+        world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+        iters = max(1, int(round(epochs * n / (bs * world))))
+    steps = iters or d["iters"]
+    lr_steps_t = _parse_ints(lr_steps, "--lr-steps")
+    if lr_steps_t is None:
+        lr_steps_t = tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),)
+    if val is None and "val" in available_splits(data):
+        val = data
+    tcfg = TrainConfig(
+        batch_size=bs, iters=steps, lr=lr if lr is not None else d["lr"], lr_steps=lr_steps_t,
+        warmup_iters=warmup if warmup is not None else d["warmup_iters"],
+        grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
+        channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
+    )
+    dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius)
+    mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)
+    result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
+                   device=device, resume=resume, log_every=log_every, val_every=val_every,
+                   save_every=save_every)
+    if result.status == "interrupted":
+        console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
+                      f"and --resume.")
+        raise typer.Exit(130)
+    ap = f", best val AP {result.best_ap:.4f}" if result.best_ap is not None else ""
+    console.print(f"[green]done[/]: {result.step} steps{ap}; {result.images_per_s:.1f} img/s; "
+                  f"checkpoints in {result.out_dir}")
+
+
+# glibc's malloc returns large tensor buffers to the kernel after every step; the page faults that follow
+# cost about a third of CPU training time. These settings (read only at process start) keep them.
+_MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "137438953472",
+                  "MALLOC_TOP_PAD_": "1073741824"}
+_HEAVY_COMMANDS = {"train", "demo", "ablate", "bench", "eval"}
+
+
+def _maybe_reexec_with_malloc_tuning() -> None:
+    """Re-run this process once with the malloc settings for heavy commands (Linux; opt out with
+    CORNERNET_MALLOC_TUNING=0)."""
+    if (sys.platform != "linux" or os.environ.get("CORNERNET_MALLOC_TUNING", "1") == "0"
+            or all(k in os.environ for k in _MALLOC_TUNING)
+            or not (set(sys.argv[1:2]) & _HEAVY_COMMANDS) or "--help" in sys.argv):
+        return
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in _MALLOC_TUNING.items()}}
+    with contextlib.suppress(OSError):  # on failure keep going untuned
+        os.execve(sys.executable, [sys.executable, "-m", "cornernet_cli.cli", *sys.argv[1:]], env)
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr, never a traceback."""
+    _maybe_reexec_with_malloc_tuning()
     try:
-        app()
+        app(prog_name="cornernet")
     except CornerNetError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -132,3 +132,17 @@ class TrainConfig:
     workers: int = 4
     seed: int = 0
     extra: dict = field(default_factory=dict)
+
+
+# Per-preset defaults of `cornernet train` (anything given on the command line wins).
+# hourglass-104 / -52: the paper's COCO schedule. small / tiny: CPU recipes (see docs/recipes.md).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    "hourglass-104": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
+                          warmup_iters=0, workers=4),
+    "hourglass-52": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
+                         warmup_iters=0, workers=4),
+    "small": dict(input_size=256, batch_size=8, iters=3000, lr=1e-3, lr_steps=(2400,), warmup_iters=100,
+                  workers=2, grad_clip=10.0),
+    "tiny": dict(input_size=128, batch_size=4, iters=200, lr=1e-3, lr_steps=(160,), warmup_iters=10,
+                 workers=0, grad_clip=10.0),
+}
