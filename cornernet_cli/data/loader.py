@@ -1,0 +1,182 @@
+"""Training samples, batches and a reproducible DataLoader.
+
+A sample (TrainDataset[i]) is a dict of tensors:
+    image           float32 [3, S, S]  normalised BGR (transforms.MEAN / STD), S = input size
+    tl_heat, br_heat float32 [C, h, w] corner heatmaps with the paper's gaussian penalty reduction, h = S // 4 + ...
+    tl_index, br_index int64 [N]       corner cell y * w + x on the output map
+    tl_off, br_off  float32 [N, 2]     sub-cell offsets (x, y)
+`collate` stacks images and heatmaps and pads the per-object tensors to [B, M] (M = most objects in the
+batch, at least 1) with `mask` [B, M] bool marking real objects.
+
+Reproducibility: every sample's augmentation is drawn from its own seed - `seed_sample(seed)` just before
+`dataset[i]` (what the training loop's sampler does), or (seed, epoch, index) in `build_train_loader` -, never
+from a worker's global state, so the same seed gives the same batches whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cornernet_cli.data.coco import CocoDetection
+from cornernet_cli.data.transforms import MEAN, STD, train_transform
+
+BATCH_KEYS = ("image", "tl_heat", "br_heat", "tl_index", "br_index", "tl_off", "br_off", "mask")
+
+
+def output_size_for(input_size: int | tuple[int, int], stride: int = 4) -> tuple[int, int]:
+    """Output map (h, w) = ceil(input / stride): 511 -> 128, as the network's stride-4 stem gives."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return math.ceil(h / stride), math.ceil(w / stride)
+
+
+class TrainDataset(Dataset):
+    """CocoDetection + the paper's augmentation + encode_targets. Keyword arguments as in `train_transform`
+    and `cornernet_cli.targets.encode_targets`."""
+
+    def __init__(self, base: CocoDetection, *, input_size: int = 511, output_stride: int = 4,
+                 scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), border: int = 128,
+                 flip: float = 0.5, color: float = 0.4, light: float = 0.1, radius_mode: str = "object",
+                 min_overlap: float = 0.3, mean: np.ndarray = MEAN, std: np.ndarray = STD):
+        self.base = base
+        self.input_size = (input_size, input_size)
+        self.output_size = output_size_for(input_size, output_stride)
+        self.aug = dict(scales=tuple(scales), border=border, flip=flip, color=color, light=light, mean=mean, std=std)
+        self.radius_mode, self.min_overlap = radius_mode, min_overlap
+        self._seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    def seed_sample(self, seed: int) -> None:
+        """Seed the augmentation of the next __getitem__ call (one call only)."""
+        self._seed = int(seed)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from cornernet_cli.targets import encode_targets
+
+        seed, self._seed = self._seed, None
+        rng = np.random.default_rng(seed if seed is not None else np.random.randint(2**31))
+        sample = self.base[index]
+        image, boxes, labels = train_transform(sample.image, sample.boxes, sample.labels, rng,
+                                               input_size=self.input_size, **self.aug)
+        t = encode_targets(boxes, labels, self.num_classes, self.input_size, self.output_size,
+                           radius_mode=self.radius_mode, min_overlap=self.min_overlap)
+        out = {"image": image}
+        for key in ("tl_heat", "br_heat", "tl_off", "br_off"):
+            out[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.float32))
+        for key in ("tl_index", "br_index"):
+            out[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.int64))
+        return out
+
+
+def build_train_dataset(base: CocoDetection, *, input_size: int, data_cfg=None, **overrides) -> TrainDataset:
+    """TrainDataset from a DataConfig (the one place that turns it into keyword arguments) plus overrides."""
+    kw = {}
+    if data_cfg is not None:
+        kw = dict(output_stride=data_cfg.output_stride, scales=tuple(data_cfg.random_scales), border=data_cfg.border,
+                  flip=data_cfg.flip, color=data_cfg.color_jitter, light=data_cfg.lighting,
+                  radius_mode=data_cfg.radius_mode, min_overlap=data_cfg.min_overlap)
+    kw.update(overrides)
+    return TrainDataset(base, input_size=input_size, **kw)
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch with exactly BATCH_KEYS: per-object tensors padded to [B, M(, 2)] with zeros,
+    mask [B, M] bool (M = max objects, at least 1)."""
+    b = len(samples)
+    m = max([1] + [len(s["tl_index"]) for s in samples])
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "tl_heat", "br_heat")}
+    for key in ("tl_index", "br_index"):
+        batch[key] = torch.zeros(b, m, dtype=torch.int64)
+    for key in ("tl_off", "br_off"):
+        batch[key] = torch.zeros(b, m, 2, dtype=torch.float32)
+    batch["mask"] = torch.zeros(b, m, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        n = len(s["tl_index"])
+        for key in ("tl_index", "br_index", "tl_off", "br_off"):
+            batch[key][i, :n] = s[key]
+        batch["mask"][i, :n] = True
+    return batch
+
+
+class SeededInfiniteSampler(Sampler):
+    """Endless stream of (index, sample seed) for one rank: epoch e is a permutation seeded by (seed, e),
+    padded by wrapping to a multiple of world_size and split rank::world_size (DistributedSampler's rule).
+    The sample seed is derived from (seed, epoch, index). `start` skips that many of this rank's samples
+    (resume at step s: start = s * batch_size)."""
+
+    def __init__(self, length: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 start: int = 0):
+        if length < 1:
+            raise ValueError("cannot sample from an empty dataset")
+        self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
+        self.shuffle, self.start = shuffle, start
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        order = (np.random.default_rng([self.seed, epoch]).permutation(self.length) if self.shuffle
+                 else np.arange(self.length))
+        total = math.ceil(self.length / self.world_size) * self.world_size
+        order = np.resize(order, total)
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_epoch = math.ceil(self.length / self.world_size)
+        epoch, skip = divmod(self.start, per_epoch)
+        while True:
+            for index in self.epoch_indices(epoch)[skip:]:
+                seed = int(np.random.SeedSequence([self.seed, epoch, int(index)]).generate_state(1)[0])
+                yield int(index), seed
+            epoch, skip = epoch + 1, 0
+
+    def __len__(self) -> int:
+        return 2**62
+
+
+class _Seeded(Dataset):
+    def __init__(self, dataset: TrainDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        self.dataset.seed_sample(seed)
+        return self.dataset[index]
+
+
+def _worker_init(worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the other workers
+    info = torch.utils.data.get_worker_info()
+    np.random.seed(info.seed % 2**32)
+
+
+def build_train_loader(data_dir, split: str = "train", *, input_size: int = 511, batch_size: int = 1,
+                       workers: int = 0, seed: int = 0, radius_mode: str = "object", rank: int = 0,
+                       world_size: int = 1, start: int = 0, data_cfg=None, pin_memory: bool = False,
+                       **overrides) -> DataLoader:
+    """An endless DataLoader of training batches (dicts with BATCH_KEYS) for `split` of the --data folder.
+
+    Iterate it with `batches = iter(loader)` and `next(batches)` once per step; it never ends. Rank `rank` of
+    `world_size` sees its shard of every epoch; `start` skips this rank's first `start` samples (resume).
+    The batches depend only on `seed` (and start / rank / world_size), not on `workers`.
+    """
+    base = CocoDetection.from_folder(data_dir, split)
+    dataset = build_train_dataset(base, input_size=input_size, data_cfg=data_cfg, radius_mode=radius_mode,
+                                  **overrides)
+    sampler = SeededInfiniteSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, start=start)
+    return DataLoader(_Seeded(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, worker_init_fn=_worker_init if workers > 0 else None,
+                      pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
