@@ -61,6 +61,35 @@ def models_cmd(
     console.print(table)
 
 
+@app.command("prepare-data")
+def prepare_data_cmd(
+    format: str = typer.Option(..., "--format", help="Source format: voc | yolo | coco | synthetic."),
+    out: str = typer.Option(..., "--out", help="Dataset folder to write (annotations/{train,val,test}.json)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source folder or COCO JSON (not for synthetic)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Val share when the source has no split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the val split and of the synthetic generator."),
+    strict: bool = typer.Option(False, "--strict", help="Any problem (except crowd boxes) is an error."),
+    copy_images: bool = typer.Option(False, "--copy-images", help="Copy images into OUT/images/ (default: reference)."),
+    num_train: int = typer.Option(200, "--num-train", min=0, help="Synthetic: training images."),
+    num_val: int = typer.Option(50, "--num-val", min=0, help="Synthetic: validation images."),
+    image_size: int = typer.Option(256, "--image-size", min=32, help="Synthetic: image side in pixels."),
+    num_classes: int = typer.Option(4, "--num-classes", min=1, help="Synthetic: shape classes (1..6)."),
+) -> None:
+    """Convert VOC / YOLO / COCO (or generate synthetic shapes) into a validated dataset folder for --data."""
+    from cornernet_cli.data.convert import prepare_data, synthetic_report
+    from cornernet_cli.data.report import print_report
+
+    if format == "synthetic":
+        report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
+                                  num_classes=num_classes, seed=seed)
+    else:
+        if source is None:
+            raise CornerNetError(f"--source is required for --format {format}", exit_code=2)
+        report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
+                              strict=strict, copy_images=copy_images)
+    print_report(report, console)
+
+
 def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
     if text is None:
         return None

@@ -137,3 +137,24 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
         write_split(out, result, data.class_names, data.category_ids, copy_images=copy_images, info=info)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
     return report
+
+
+def synthetic_report(out: str | Path, *, num_train: int = 200, num_val: int = 50, image_size: int = 256,
+                     num_classes: int = 4, seed: int = 0) -> PrepareReport:
+    """Generate the synthetic shapes dataset into `out` (see data/synthetic.py) and summarise it."""
+    from cornernet_cli.data.synthetic import write_synthetic_dataset
+
+    docs = write_synthetic_dataset(out, num_train=num_train, num_val=num_val, image_size=image_size,
+                                   num_classes=num_classes, seed=seed)
+    names = next(iter(docs.values()))["categories"] if docs else []
+    results = []
+    for split, doc in docs.items():
+        r = SplitResult(name=split, images=doc["images"], annotations=doc["annotations"])
+        for a in doc["annotations"]:
+            r.boxes_per_class[a["category_id"] - 1] = r.boxes_per_class.get(a["category_id"] - 1, 0) + 1
+        r.empty_images = len({im["id"] for im in doc["images"]} - {a["image_id"] for a in doc["annotations"]})
+        results.append(r)
+    report = PrepareReport(out=Path(out), format="synthetic", source=f"seed {seed}",
+                           class_names=[c["name"] for c in names], splits=results)
+    (Path(out) / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return report
