@@ -1,0 +1,224 @@
+"""The shared test-time path of eval, detect, visualize-heatmaps and training-time validation.
+
+images (BGR uint8) -> letterboxed batch (one forward per test scale; with flip the mirrored copies ride in
+the same batch) -> raw head outputs (or ground truth with an oracle) -> decode -> mirrored detections
+flipped back -> image pixels -> per image: all scales and both flips concatenated -> soft-NMS -> the top
+`max_per_image`. Each stage is timed (pre-processing, network, decoding, NMS).
+
+Detections are numpy float arrays [N, 6]: x1, y1, x2, y2 (image pixels, continuous coordinates, clipped to
+the image), score, class (contiguous index into the checkpoint's class list), sorted by score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.data.transforms import flip_boxes, flip_image, prepare_test_image
+from cornernet_cli.model.cornernet import CornerOutputs
+from cornernet_cli.postprocess import detections_to_image, merge_detections
+
+ORACLES = ("heatmaps", "heatmaps+offsets")
+STAGES = ("preprocess", "network", "decode", "nms")
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock seconds per stage (time.perf_counter; CUDA is synchronised before each reading)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    images: int = 0
+    device: torch.device | None = None
+
+    def tick(self) -> float:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def add(self, stage: str, start: float) -> float:
+        now = self.tick()
+        self.seconds[stage] += now - start
+        return now
+
+    def per_image_ms(self) -> dict[str, float]:
+        """Milliseconds per image for each stage and their total."""
+        n = max(self.images, 1)
+        out = {s: 1000.0 * self.seconds[s] / n for s in STAGES}
+        out["total"] = sum(out.values())
+        return out
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Decoding and test-time settings as plain values (the paper's defaults)."""
+
+    k: int = 100
+    kernel: int = 3
+    ae_threshold: float = 0.5
+    num_dets: int = 1000
+    max_per_image: int = 100
+    nms: str = "gaussian"
+    nms_sigma: float = 0.5
+    nms_iou: float = 0.5
+    score_threshold: float = 0.001
+
+
+def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox]) -> tuple[torch.Tensor, list[Letterbox]]:
+    """Pad [3, h_i, w_i] inputs at the bottom / right with 0 (the mean colour after normalisation) to a common
+    [B, 3, H, W] and return the Letterboxes rewritten for that canvas (same offset, larger input / output size),
+    so `output_to_image` stays exact for every image of the batch."""
+    height = max(t.shape[1] for t in tensors)
+    width = max(t.shape[2] for t in tensors)
+    batch = torch.zeros(len(tensors), 3, height, width)
+    out = []
+    for i, (t, lb) in enumerate(zip(tensors, boxes)):
+        batch[i, :, : t.shape[1], : t.shape[2]] = t
+        out.append(Letterbox(image_size=lb.image_size, scale=lb.scale, input_size=(height, width), offset=lb.offset,
+                             output_size=((height + 3) // 4, (width + 3) // 4)))
+    return batch, out
+
+
+def _logit(p: np.ndarray, eps: float = 1e-6) -> torch.Tensor:
+    p = np.clip(p, eps, 1.0 - eps)
+    return torch.from_numpy(np.log(p / (1.0 - p)).astype(np.float32))
+
+
+def oracle_outputs(
+    gt_boxes: Sequence[np.ndarray],
+    gt_labels: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    input_size: tuple[int, int],
+    output_size: tuple[int, int],
+    mode: str,
+    predicted: CornerOutputs | None = None,
+    ae_threshold: float = 0.5,
+) -> CornerOutputs:
+    """Ground-truth head outputs for a batch (the paper's error analysis, section 4.5).
+
+    gt_boxes[i]: [N_i, 4] x1, y1, x2, y2 in input (canvas) pixels; gt_labels[i]: [N_i] in [0, C);
+    input_size, output_size: (height, width). Heatmaps are the training targets (gaussians of the object
+    radius) as logits; embeddings are ground truth too (object j of an image gets (j + 1) * spacing at both
+    its corners, spacing > ae_threshold, so grouping is exact); offsets are ground truth with mode
+    "heatmaps+offsets" and the network's (`predicted`) with mode "heatmaps". Returns CornerOutputs of
+    [B, C, h, w] / [B, 1, h, w] / [B, 2, h, w] on the CPU.
+    """
+    from cornernet_cli.targets import encode_targets
+
+    if mode not in ORACLES:
+        raise ValueError(f"oracle must be one of {', '.join(ORACLES)}, got {mode!r}")
+    if mode == "heatmaps" and predicted is None:
+        raise ValueError("oracle 'heatmaps' keeps the network's offsets: pass `predicted`")
+    h, w = output_size
+    b = len(gt_boxes)
+    spacing = max(1.0, 2.0 * ae_threshold)
+    heats = {"tl": torch.zeros(b, num_classes, h, w), "br": torch.zeros(b, num_classes, h, w)}
+    embs = {"tl": torch.zeros(b, 1, h * w), "br": torch.zeros(b, 1, h * w)}
+    offs = {"tl": torch.zeros(b, 2, h * w), "br": torch.zeros(b, 2, h * w)}
+    for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels)):
+        t = encode_targets(boxes, labels, num_classes, input_size, output_size)
+        ident = (torch.arange(len(t["keep"]), dtype=torch.float32) + 1.0) * spacing
+        for c in ("tl", "br"):
+            heats[c][i] = _logit(t[f"{c}_heat"])
+            index = torch.from_numpy(t[f"{c}_index"])
+            embs[c][i, 0, index] = ident
+            offs[c][i, :, index] = torch.from_numpy(t[f"{c}_off"]).T
+    if mode == "heatmaps":
+        tl_off, br_off = predicted.tl_off.float().cpu(), predicted.br_off.float().cpu()
+    else:
+        tl_off, br_off = offs["tl"].view(b, 2, h, w), offs["br"].view(b, 2, h, w)
+    return CornerOutputs(heats["tl"], heats["br"], embs["tl"].view(b, 1, h, w), embs["br"].view(b, 1, h, w),
+                         tl_off, br_off)
+
+
+def _to_device(outputs: CornerOutputs, device: torch.device) -> CornerOutputs:
+    return CornerOutputs(*(t.to(device) for t in outputs))
+
+
+@torch.inference_mode()
+def detect_images(
+    model: nn.Module | None,
+    images: Sequence[np.ndarray],
+    *,
+    device: torch.device | str = "cpu",
+    num_classes: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    params: DecodeParams = DecodeParams(),
+    oracle: str | None = None,
+    gt: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    timer: StageTimer | None = None,
+    return_outputs: bool = False,
+) -> list[np.ndarray] | tuple[list[np.ndarray], list]:
+    """Detect objects in a batch of BGR uint8 images [H_i, W_i, 3] (any sizes).
+
+    model: a CornerNet in eval mode (None only with oracle="heatmaps+offsets"; then give num_classes).
+    scales: test scales (paper: 0.5, 0.75, 1, 1.25, 1.5); flip: add the mirrored image to the batch and
+    concatenate both detection sets before soft-NMS (the paper's test-time flip).
+    oracle / gt: replace the head outputs by ground truth built from gt[i] = (boxes [N, 4] image pixels,
+    labels [N]) (see `oracle_outputs`).
+    Returns one [N_i, 6] array per image: x1, y1, x2, y2 (image pixels, clipped), score, class; sorted by
+    score, at most params.max_per_image. With return_outputs, also the per-scale list of
+    (CornerOutputs on the CPU, Letterboxes) for the first scale's batch (for visualisation).
+    """
+    from cornernet_cli.decode import decode
+
+    device = torch.device(device)
+    timer = timer if timer is not None else StageTimer()
+    timer.device = device
+    if model is None and oracle != "heatmaps+offsets":
+        raise ValueError("a model is needed unless oracle='heatmaps+offsets'")
+    if oracle is not None and gt is None:
+        raise ValueError("an oracle needs the ground truth `gt`")
+    if num_classes is None:
+        num_classes = int(model.num_classes)
+    n = len(images)
+    per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
+    kept_outputs: list = []
+    for scale in scales:
+        start = timer.tick()
+        prepared = [prepare_test_image(img, float(scale)) for img in images]
+        batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared])
+        if flip:
+            batch = torch.cat([batch, flip_image(batch)], dim=0)
+        if model is not None:
+            batch = batch.to(device, non_blocking=True)
+        start = timer.add("preprocess", start)
+
+        outputs = model(batch)[-1] if model is not None else None
+        start = timer.add("network", start)
+
+        if oracle is not None:
+            in_h, in_w = boxes[0].input_size
+            gt_in = [lb.image_to_input(g[0]) if len(g[0]) else np.zeros((0, 4)) for lb, g in zip(boxes, gt)]
+            labels = [np.asarray(g[1], dtype=np.int64) for g in gt]
+            if flip:
+                gt_in = gt_in + [flip_boxes(b, in_w) for b in gt_in]
+                labels = labels + labels
+            outputs = oracle_outputs(gt_in, labels, num_classes=num_classes, input_size=(in_h, in_w),
+                                     output_size=boxes[0].output_size, mode=oracle, predicted=outputs,
+                                     ae_threshold=params.ae_threshold)
+            outputs = _to_device(outputs, device)
+        if return_outputs and not kept_outputs:
+            kept_outputs.append((CornerOutputs(*(t.float().cpu() for t in outputs)), boxes))
+        dets = decode(*outputs, k=params.k, kernel=params.kernel, ae_threshold=params.ae_threshold,
+                      num_dets=params.num_dets).cpu().numpy()
+        for i, lb in enumerate(boxes):
+            per_image[i].append(detections_to_image(dets[i], lb))
+            if flip:
+                per_image[i].append(detections_to_image(dets[n + i], lb, mirrored=True))
+        start = timer.add("decode", start)
+
+    results = [merge_detections(parts, nms=params.nms, nms_sigma=params.nms_sigma, nms_iou=params.nms_iou,
+                                score_threshold=params.score_threshold, max_per_image=params.max_per_image)
+               for parts in per_image]
+    timer.add("nms", start)
+    timer.images += n
+    return (results, kept_outputs) if return_outputs else results
+
