@@ -1,0 +1,141 @@
+"""Decoding, soft-NMS and post-processing against hand-worked cases and plain reference versions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cornernet_cli.bench import decode_reference, same_detections, synthetic_heads
+from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.decode import decode, topk_corners
+from cornernet_cli.postprocess import detections_to_image, merge_detections, soft_nms, to_coco_results
+
+
+def test_decode_hand_worked():
+    c, h, w = 2, 8, 10
+    tl, br = torch.full((1, c, h, w), -10.0), torch.full((1, c, h, w), -10.0)
+    tl[0, 1, 3, 2] = 2.0       # top-left, class 1, cell (x=2, y=3)
+    br[0, 1, 7, 6] = 1.0       # bottom-right, class 1, cell (6, 7)
+    br[0, 0, 6, 8] = 3.0       # class 0: never paired with the class-1 corner
+    tl_emb, br_emb = torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w)
+    tl_emb[0, 0, 3, 2], br_emb[0, 0, 7, 6], br_emb[0, 0, 6, 8] = 1.0, 1.3, 1.0
+    tl_off, br_off = torch.zeros(1, 2, h, w), torch.zeros(1, 2, h, w)
+    tl_off[0, :, 3, 2] = torch.tensor([0.25, 0.5])
+    br_off[0, :, 7, 6] = torch.tensor([0.75, 0.1])
+    dets = decode(tl, br, tl_emb, br_emb, tl_off, br_off, k=5, num_dets=20)
+    assert dets.shape == (1, 20, 8)
+    s_tl, s_br = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-1))
+    np.testing.assert_allclose(dets[0, 0].numpy(), [2.25, 3.5, 6.75, 7.1, (s_tl + s_br) / 2, s_tl, s_br, 1],
+                               rtol=1e-5, atol=1e-6)
+    valid = dets[0, dets[0, :, 4] > -1]
+    # the only other valid pairs join background corners (score ~0) of one class
+    assert (valid[1:, 4] < 1e-3).all()
+    strict = decode(tl, br, tl_emb, br_emb, tl_off, br_off, k=5, ae_threshold=0.2)
+    assert not ((strict[0, :, 4] > 0.5).any())  # embedding distance 0.3 > 0.2: rejected
+    flipped = decode(br, tl, br_emb, tl_emb, br_off, tl_off, k=5)  # corners swapped: inverted boxes
+    assert (flipped[0, :, 4] < 0.5).all()
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_decode_equals_reference(kernel):
+    heads = synthetic_heads(batch=2, classes=6, size=24, objects=12, seed=kernel)
+    for k in (5, 40):
+        a = decode(*heads, k=k, kernel=kernel, num_dets=min(300, k * k))
+        b = decode_reference(*heads, k=k, kernel=kernel, num_dets=min(300, k * k))
+        assert a.shape == b.shape
+        assert same_detections(a, b)
+
+
+def test_decode_fallback_path_and_noise():
+    g = torch.Generator().manual_seed(3)
+    # tiny map: fewer cells than k -> the max-pool fallback; noise: the candidate path
+    for shape, k in [((1, 2, 3, 4), 30), ((2, 5, 16, 16), 20)]:
+        heads = (torch.randn(shape, generator=g), torch.randn(shape, generator=g),
+                 torch.randn(shape[0], 1, *shape[2:], generator=g), torch.randn(shape[0], 1, *shape[2:], generator=g),
+                 torch.rand(shape[0], 2, *shape[2:], generator=g), torch.rand(shape[0], 2, *shape[2:], generator=g))
+        kk = min(k, shape[1] * shape[2] * shape[3])
+        assert same_detections(decode(*heads, k=k, num_dets=50), decode_reference(*heads, k=kk, num_dets=50))
+    with pytest.raises(ValueError):
+        topk_corners(torch.zeros(1, 1, 4, 4), k=2, kernel=2)
+
+
+def test_decode_pads_when_num_dets_exceeds_pairs():
+    heads = synthetic_heads(batch=1, classes=2, size=8, objects=2)
+    dets = decode(*heads, k=3, num_dets=20)
+    assert dets.shape == (1, 20, 8) and (dets[0, 9:, 4] == -1).all()
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / u
+
+
+def _soft_nms_reference(boxes, scores, classes, method, sigma, nt, thresh):
+    """Plain sequential soft-NMS, one class at a time, one box at a time."""
+    out = {}
+    for c in set(classes.tolist()):
+        pool = [(i, float(scores[i])) for i in range(len(boxes)) if classes[i] == c and scores[i] >= thresh]
+        while pool:
+            j = max(range(len(pool)), key=lambda q: pool[q][1])
+            i, s = pool.pop(j)
+            out[i] = s
+            rest = []
+            for idx, sc in pool:
+                ov = _iou(boxes[i], boxes[idx])
+                if method == "gaussian":
+                    sc *= math.exp(-ov * ov / sigma)
+                elif method == "linear":
+                    sc *= (1 - ov) if ov > nt else 1
+                else:
+                    sc *= 0 if ov > nt else 1
+                if sc >= thresh:
+                    rest.append((idx, sc))
+            pool = rest
+    return out
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soft_nms_equals_sequential_reference(method, seed):
+    rng = np.random.default_rng(seed)
+    n = 150
+    xy = rng.uniform(0, 60, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (n, 2))], axis=1)
+    scores = rng.uniform(0, 1, n)
+    classes = rng.integers(0, 4, n)
+    keep, new = soft_nms(boxes, scores, classes, method=method, sigma=0.5, iou_threshold=0.5,
+                         score_threshold=0.05)
+    expect = _soft_nms_reference(boxes, scores, classes, method, 0.5, 0.5, 0.05)
+    assert len(set(keep.tolist())) == len(keep)  # no duplicates
+    assert sorted(keep.tolist()) == sorted(expect)
+    np.testing.assert_allclose(new, [expect[i] for i in keep.tolist()], rtol=1e-9)
+    assert (np.diff(new) <= 0).all()
+
+
+def test_mirror_mapping_and_clipping():
+    lb = Letterbox(image_size=(100, 200), scale=(1.0, 1.0), input_size=(127, 255), offset=(27, 13),
+                   output_size=(32, 64))
+    row = np.array([[10.0, 5.0, 20.0, 15.0, 0.9, 0.9, 0.9, 3.0]])
+    plain = detections_to_image(row, lb)
+    sx, sy = 255 / 64, 127 / 32
+    np.testing.assert_allclose(plain[0, :4], [10 * sx - 27, 5 * sy - 13, 20 * sx - 27, 15 * sy - 13])
+    mirrored = detections_to_image(row, lb, mirrored=True)
+    np.testing.assert_allclose(mirrored[0, [0, 2]], [(64 - 20) * sx - 27, (64 - 10) * sx - 27])
+    outside = np.array([[0.0, 0.0, 5.0, 2.0, 0.5, 0, 0, 0], [1, 1, 2, 2, -1, 0, 0, 0]])
+    assert len(detections_to_image(outside, lb)) == 0  # in the padding: no area; rejected row dropped
+
+
+def test_merge_and_coco_results():
+    dets = np.array([[0, 0, 10, 10, 0.9, 0, 0, 1], [0, 0, 10, 10, 0.8, 0, 0, 1], [50, 50, 60, 70, 0.7, 0, 0, 0]],
+                    dtype=float)
+    merged = merge_detections([dets[:2], dets[2:]], max_per_image=2)
+    assert merged.shape == (2, 6)
+    np.testing.assert_allclose(merged[:, 4], [0.9, 0.7])
+    full = merge_detections(dets, max_per_image=100)
+    assert full[2, 4] == pytest.approx(0.8 * math.exp(-2))
+    res = to_coco_results(merged, 42, [7, 9])
+    assert res[0] == {"image_id": 42, "category_id": 9, "bbox": [0.0, 0.0, 10.0, 10.0], "score": 0.9}
+    assert res[1]["bbox"] == [50.0, 50.0, 10.0, 20.0] and res[1]["category_id"] == 7
