@@ -35,11 +35,8 @@ def print_report(report: PrepareReport, console: Console, max_problems: int = 50
         return
     kinds = Counter(p.kind for p in report.problems)
     console.print("problems: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
-    listing = Table(show_header=True, header_style="bold")
-    for col in ("split", "problem", "file", "value", "action"):
-        listing.add_column(col, overflow="fold")
-    for p in report.problems[:max_problems]:
-        listing.add_row(p.split or "-", p.kind, p.file, p.detail, p.action)
-    console.print(listing)
+    for p in report.problems[:max_problems]:  # one line each: long paths stay whole and grep-able
+        console.print(f"  [{p.split or '-'}] {p.kind}: {p.file}: {p.detail} -> {p.action}", soft_wrap=True,
+                      highlight=False, markup=False)
     if len(report.problems) > max_problems:
         console.print(f"... and {len(report.problems) - max_problems} more in {report.out / 'report.json'}")
