@@ -77,14 +77,17 @@ def synthetic_heads(*, batch: int = 1, classes: int = 80, size: int = 128, objec
     return heat(), heat(), emb(), emb(), off(), off()
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _interleaved_ms(fns, repeats: int) -> list[float]:
+    """Median milliseconds of each function, run alternately so both see the same machine load."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) * 1e3 for bucket in times]
 
 
 def same_detections(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
@@ -116,8 +119,8 @@ def bench_decode(*, classes: int = 80, size: int = 128, k: int = 100, batch: int
                      *heads[2:])
         elif inputs != "peaks":
             raise ValueError(f"inputs must be 'peaks' or 'noise', got {inputs!r}")
-        fast = _median_ms(lambda: decode(*heads, k=k), repeats)
-        ref = _median_ms(lambda: decode_reference(*heads, k=k), repeats)
+        fast, ref = _interleaved_ms([lambda: decode(*heads, k=k), lambda: decode_reference(*heads, k=k)],
+                                    repeats)
         same = same_detections(decode(*heads, k=k), decode_reference(*heads, k=k))
     finally:
         torch.set_num_threads(old_threads)

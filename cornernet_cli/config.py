@@ -104,7 +104,7 @@ class DecodeConfig:
     ae_threshold: float = 0.5
     num_dets: int = 1000
     max_per_image: int = 100
-    nms: str = "gaussian"  # gaussian | linear | none
+    nms: str = "gaussian"  # gaussian | linear | hard | none (postprocess.soft_nms)
     nms_sigma: float = 0.5
     nms_iou: float = 0.5
     score_threshold: float = 0.001

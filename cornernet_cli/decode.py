@@ -13,6 +13,7 @@ the plain max-pool path runs instead. Same corners, a fraction of the work (see 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,13 +61,19 @@ def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
     if kernel == 1:
         values, index = torch.topk(flat, k)
         return torch.sigmoid(values), index
-    rows = flat.view(b, c * h, w)
-    row_max = rows.amax(dim=-1)
+    rows = flat.detach().view(b, c * h, w)
+    # On CPU the two passes over many cells run in NumPy: single-threaded, so they never wait at a
+    # thread barrier (they gain nothing from threads, and a loaded machine made them 10x slower).
+    rows_np = rows.numpy() if rows.device.type == "cpu" else None
+    row_max = torch.from_numpy(rows_np.max(axis=-1)) if rows_np is not None else rows.amax(dim=-1)
     m = min(8 * k, c * h)
     while True:
         # The top m cells lie in the m rows with the largest maxima.
         _, top_rows = torch.topk(row_max, m)
-        cand = rows.gather(1, top_rows.unsqueeze(-1).expand(b, m, w)).reshape(b, -1)
+        if rows_np is not None:
+            cand = torch.from_numpy(rows_np[np.arange(b)[:, None], top_rows.numpy()]).reshape(b, -1)
+        else:
+            cand = rows.gather(1, top_rows.unsqueeze(-1).expand(b, m, w)).reshape(b, -1)
         values, pos = torch.topk(cand, m)
         index = top_rows.gather(1, pos // w) * w + pos % w
         is_max = _window_is_max(flat, index, h, w, kernel)
