@@ -185,6 +185,45 @@ def train_cmd(
                   f"checkpoints in {result.out_dir}")
 
 
+@app.command("import-weights")
+def import_weights_cmd(
+    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl or mmdetection's .pth."),
+    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
+    classes: str = typer.Option("coco", "--classes", help="coco (the 80 COCO classes and ids), or a file: .txt "
+                                "one name a line, .json list of names or COCO 'categories'."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Network size (default: read from the tensors)."),
+) -> None:
+    """Convert COCO-trained CornerNet weights (original or mmdetection) into a cornernet checkpoint."""
+    from cornernet_cli.import_weights import import_weights
+
+    s = import_weights(src, fmt=format, out=out, classes=classes, preset=preset)
+    console.print(f"[green]imported[/] {s.tensors} tensors ({s.parameters:,} parameters, preset "
+                  f"{s.preset or 'custom'}, {s.config.num_classes} classes) -> {s.out}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.safetensors) to export."),
+    format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    out: Path = typer.Option(..., "-o", "--out", help="File to write (model.onnx)."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Free batch, height and width (up to --max-size)."),
+    height: int = typer.Option(511, "--height", min=4, help="Example (static) input height in pixels."),
+    width: int = typer.Option(511, "--width", min=4, help="Example (static) input width in pixels."),
+    max_size: int = typer.Option(2048, "--max-size", min=4, help="--dynamic: largest input side pooled exactly."),
+    opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset version."),
+) -> None:
+    """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
+    if format != "onnx":
+        raise CornerNetError(f"--format {format!r} is not supported; use onnx", 2)
+    from cornernet_cli.export import export_onnx
+
+    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset)
+    size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
+    check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
+    console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
+
+
 # glibc's malloc returns large tensor buffers to the kernel after every step; the page faults that follow
 # cost about a third of CPU training time. These settings (read only at process start) keep them.
 _MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "137438953472",
