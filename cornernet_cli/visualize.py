@@ -1,0 +1,275 @@
+"""`cornernet visualize-heatmaps`: one PNG showing what the network sees in one image.
+
+Panels (2 x 4, all in image pixels; output-map cells are 4 input pixels, drawn as blocks):
+decoded boxes with their paired corners joined | top-left heatmap (max over classes) | bottom-right heatmap |
+embeddings of the top corners as colours | offsets of the top corners (arrows, magnified) | the strongest
+classes (or --classes), top-left in red and bottom-right in blue | with --gt, the training targets for the
+same image at the same geometry: gaussians with their radii as circles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.engine.inference import DecodeParams, detect_images
+from cornernet_cli.errors import CornerNetError
+
+STRIDE_NOTE = "one block = one output cell"
+
+
+def cell_lookup(lb: Letterbox) -> tuple[np.ndarray, np.ndarray]:
+    """For every image row / column, the output-map row / column that covers its centre.
+
+    Returns (rows [H] int, cols [W] int) so that `heat[rows][:, cols]` is `heat` [h, w] shown in image pixels.
+    """
+    (in_h, in_w), (out_h, out_w) = lb.input_size, lb.output_size
+    height, width = lb.image_size
+    ys = ((np.arange(height) + 0.5) * lb.scale[1] + lb.offset[1]) * out_h / in_h
+    xs = ((np.arange(width) + 0.5) * lb.scale[0] + lb.offset[0]) * out_w / in_w
+    return np.clip(ys.astype(int), 0, out_h - 1), np.clip(xs.astype(int), 0, out_w - 1)
+
+
+def output_points_to_image(lb: Letterbox, xy: np.ndarray) -> np.ndarray:
+    """[N, 2] points (x, y) in output-map coordinates -> image pixels."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return lb.output_to_image(np.concatenate([xy, xy], axis=1))[:, :2]
+
+
+def top_corners(heat: torch.Tensor, emb: torch.Tensor, off: torch.Tensor, *, k: int) -> dict[str, np.ndarray]:
+    """The k strongest local maxima of one image's heatmap logits [C, h, w] (3x3 window, as decoding does).
+
+    Returns score [k], cls [k], cell [k, 2] (x, y integer cell), emb [k], off [k, 2] (x, y output pixels).
+    """
+    from cornernet_cli.decode import topk_corners
+
+    c, h, w = heat.shape
+    score, index = topk_corners(heat[None], k=min(k, c * h * w), kernel=3)
+    score, index = score[0], index[0]
+    cell = index % (h * w)
+    ys, xs = cell // w, cell % w
+    return {"score": score.numpy(), "cls": (index // (h * w)).numpy(),
+            "cell": torch.stack([xs, ys], 1).numpy(), "emb": emb[0].reshape(-1)[cell].numpy(),
+            "off": off.reshape(2, -1)[:, cell].T.numpy()}
+
+
+def find_ground_truth(annotations: str | Path, image_path: Path) -> tuple[np.ndarray, list[str]]:
+    """Boxes [N, 4] (x1, y1, x2, y2 pixels) and class names of `image_path` in a COCO JSON file or in any
+    annotations/*.json of a dataset folder (the entry whose file_name shares the most trailing path parts)."""
+    annotations = Path(annotations)
+    files = sorted((annotations / "annotations").glob("*.json")) if annotations.is_dir() else [annotations]
+    if not files or not all(f.is_file() for f in files):
+        raise CornerNetError(f"--gt {annotations}: no COCO annotation file there")
+    target = image_path.resolve().parts
+    best: tuple[int, dict, dict] | None = None
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise CornerNetError(f"--gt {f} is not readable JSON: {e}") from None
+        for im in doc.get("images", []) if isinstance(doc, dict) else []:
+            parts = Path(im.get("file_name", "")).parts
+            common = 0  # how many trailing path parts agree (images/val/1.jpg beats images/train/1.jpg)
+            while common < min(len(parts), len(target)) and parts[-1 - common] == target[-1 - common]:
+                common += 1
+            if common and (best is None or common > best[0]):
+                best = (common, im, doc)
+    if best is None:
+        raise CornerNetError(f"--gt {annotations}: no image named {image_path.name} in "
+                             f"{', '.join(map(str, files))}")
+    _, im, doc = best
+    cats = {c["id"]: c["name"] for c in doc.get("categories", [])}
+    anns = [a for a in doc.get("annotations", []) if a.get("image_id") == im["id"]
+            and not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                      for a in anns], dtype=np.float64).reshape(-1, 4)
+    return boxes, [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
+
+
+def _overlay(grey: np.ndarray, red: np.ndarray, blue: np.ndarray | None = None) -> np.ndarray:
+    """Dimmed grey image [H, W] in 0..1 with `red` (and `blue`) maps in 0..1 added as colour."""
+    rgb = np.repeat(grey[:, :, None] * 0.45, 3, axis=2)
+    rgb[:, :, 0] += 0.55 * red
+    rgb[:, :, 1] += 0.15 * red
+    if blue is not None:
+        rgb[:, :, 2] += 0.55 * blue
+        rgb[:, :, 1] += 0.3 * blue
+    return np.clip(rgb, 0, 1)
+
+
+def visualize_heatmaps(
+    image_path: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    out: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    gt: str | Path | None = None,
+    device: str = "cpu",
+    scale: float = 1.0,
+    top_k: int = 20,
+    threshold: float = 0.3,
+    runs_dir: str | Path = "runs",
+) -> Path:
+    """Render the heatmaps, embeddings, offsets and decoded boxes of `checkpoint` on one image to a PNG.
+
+    checkpoint: default the newest runs/*/best.safetensors. classes: class names for the per-class panels
+    (default: the two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the
+    training targets. scale: test scale. top_k: corners per type shown in the embedding / offset panels.
+    threshold: boxes above it are drawn (the best five when none is). Returns the PNG path (default
+    <image stem>_heatmaps.png next to the working directory).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    from cornernet_cli.data.image_io import read_image
+    from cornernet_cli.detect import newest_checkpoint
+    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.targets import encode_targets, gaussian_radius
+
+    image_path = Path(image_path)
+    ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
+    model, meta = load_model(ckpt, device=device)
+    names: list[str] = meta["class_names"]
+    for c in classes or []:
+        if c not in names:
+            raise CornerNetError(f"--classes {c!r} is not a class of {ckpt} ({', '.join(names)})")
+    image = read_image(image_path)
+    gt_boxes, gt_names = find_ground_truth(gt, image_path) if gt is not None else (None, None)
+    unknown = sorted(set(gt_names or []) - set(names))
+    if unknown:
+        raise CornerNetError(f"--gt classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
+
+    dets, kept = detect_images(model, [image], device=device, scales=(scale,), flip=False,
+                               params=DecodeParams(), return_outputs=True)
+    dets = dets[0]
+    outputs, letterboxes = kept[0]
+    lb = letterboxes[0]
+    tl_p, br_p = torch.sigmoid(outputs.tl_heat[0]), torch.sigmoid(outputs.br_heat[0])
+    rows, cols = cell_lookup(lb)
+    show = lambda m: np.asarray(m)[rows][:, cols]  # noqa: E731  (output map -> image pixels)
+    rgb = image[:, :, ::-1].astype(np.float32) / 255.0
+    grey = rgb.mean(axis=2)
+    height, width = image.shape[:2]
+    to_px = lambda v: v * lb.input_size[1] / lb.output_size[1] / lb.scale[0]  # noqa: E731 (output px -> image px)
+
+    strength = torch.maximum(tl_p.amax(dim=(1, 2)), br_p.amax(dim=(1, 2)))
+    chosen = list(classes) if classes else [names[i] for i in torch.argsort(strength, descending=True)[:3].tolist()]
+    n_class_panels = 2 if gt is not None else 3
+    chosen = chosen[:n_class_panels]
+
+    aspect = height / width
+    fig, axes = plt.subplots(2, 4, figsize=(22, 10.2 * aspect + 1.4), dpi=100)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+    fig.suptitle(f"{image_path.name}  |  {ckpt}  |  scale {scale}  |  {STRIDE_NOTE} "
+                 f"({to_px(1):.1f} image px)", fontsize=12)
+
+    # 1. decoded boxes, corners joined
+    ax = axes[0, 0]
+    ax.imshow(rgb, extent=(0, width, height, 0))
+    shown = dets[dets[:, 4] >= threshold]
+    note = f"score >= {threshold}"
+    if len(shown) == 0:
+        shown, note = dets[:5], f"none >= {threshold}: best {min(5, len(dets))} shown"
+    cmap = plt.get_cmap("tab10")
+    for x1, y1, x2, y2, s, c in shown[:30]:
+        col = cmap(int(c) % 10)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, ec=col))
+        ax.plot([x1, x2], [y1, y2], ls="--", lw=1.2, color=col)
+        ax.plot([x1], [y1], "o", ms=8, mfc=col, mec="white")
+        ax.plot([x2], [y2], "s", ms=8, mfc=col, mec="white")
+        ax.text(x1, y1 - 3, f"{names[int(c)]} {s:.2f}", color="white", fontsize=9,
+                bbox={"facecolor": col, "alpha": 0.8, "pad": 1, "lw": 0})
+    ax.set_title(f"decoded boxes ({note})\no top-left, \u25a1 bottom-right, dashed line joins the pair", fontsize=10)
+
+    # 2-3. heatmaps, max over classes
+    for ax, p, label in ((axes[0, 1], tl_p, "top-left"), (axes[0, 2], br_p, "bottom-right")):
+        m = show(p.amax(dim=0))
+        ax.imshow(grey, cmap="gray", extent=(0, width, height, 0), vmin=0, vmax=1)
+        im = ax.imshow(m, cmap="inferno", alpha=0.65, vmin=0, vmax=1, extent=(0, width, height, 0))
+        fig.colorbar(im, ax=ax, fraction=0.035, pad=0.01)
+        ax.set_title(f"{label} heatmap\nmax over {len(names)} classes (peak {float(p.max()):.2f})", fontsize=10)
+
+    # 4. embeddings of the top corners
+    tl = top_corners(outputs.tl_heat[0], outputs.tl_emb[0], outputs.tl_off[0], k=top_k)
+    br = top_corners(outputs.br_heat[0], outputs.br_emb[0], outputs.br_off[0], k=top_k)
+    ax = axes[0, 3]
+    ax.imshow(grey, cmap="gray", extent=(0, width, height, 0), vmin=0, vmax=1.6)
+    tl_xy = output_points_to_image(lb, tl["cell"] + tl["off"])
+    br_xy = output_points_to_image(lb, br["cell"] + br["off"])
+    all_emb = np.concatenate([tl["emb"], br["emb"]])
+    lo, hi = float(all_emb.min()), float(all_emb.max())
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, hi + 0.5
+    sc = ax.scatter(tl_xy[:, 0], tl_xy[:, 1], c=tl["emb"], cmap="viridis", vmin=lo, vmax=hi, marker="o", s=70,
+                    edgecolors="white", linewidths=1)
+    ax.scatter(br_xy[:, 0], br_xy[:, 1], c=br["emb"], cmap="viridis", vmin=lo, vmax=hi, marker="s", s=70,
+               edgecolors="white", linewidths=1)
+    fig.colorbar(sc, ax=ax, fraction=0.035, pad=0.01, label="embedding")
+    ax.set_title(f"embeddings of the top {top_k} corners per type (o top-left, \u25a1 bottom-right)\n"
+                 "a pair needs |difference| <= 0.5", fontsize=10)
+
+    # 5. offsets of the top corners
+    ax = axes[1, 0]
+    ax.imshow(rgb * 0.6, extent=(0, width, height, 0))
+    magnify = 4.0
+    for corners, colour, label in ((tl, "red", "top-left"), (br, "deepskyblue", "bottom-right")):
+        base = output_points_to_image(lb, corners["cell"].astype(np.float64))
+        tip = output_points_to_image(lb, corners["cell"] + corners["off"])
+        d = (tip - base) * magnify
+        ax.quiver(base[:, 0], base[:, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1, color=colour,
+                  width=0.004, label=label)
+        ax.plot(base[:, 0], base[:, 1], ".", color=colour, ms=4)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"offsets at the top corners\ncell origin -> predicted corner (arrows x{magnify:g})", fontsize=10)
+
+    # 6-7(8). strongest / chosen classes
+    panels = [axes[1, 1], axes[1, 2]] + ([] if gt is not None else [axes[1, 3]])
+    for ax, name in zip(panels, chosen):
+        i = names.index(name)
+        ax.imshow(_overlay(grey, show(tl_p[i]), show(br_p[i])), extent=(0, width, height, 0))
+        ax.set_title(f"class {name!r}\ntop-left red (max {float(tl_p[i].max()):.2f}), "
+                     f"bottom-right blue (max {float(br_p[i].max()):.2f})", fontsize=10)
+    for ax in panels[len(chosen):]:
+        ax.axis("off")
+
+    # 8. training targets
+    if gt is not None:
+        ax = axes[1, 3]
+        labels = np.array([names.index(n) for n in gt_names], dtype=np.int64)
+        boxes_in = lb.image_to_input(gt_boxes) if len(gt_boxes) else np.zeros((0, 4))
+        t = encode_targets(boxes_in, labels, len(names), lb.input_size, lb.output_size)
+        ax.imshow(_overlay(grey, show(t["tl_heat"].max(axis=0)), show(t["br_heat"].max(axis=0))),
+                  extent=(0, width, height, 0))
+        (in_h, in_w), (out_h, out_w) = lb.input_size, lb.output_size
+        for j, row in enumerate(t["keep"]):
+            x1, y1, x2, y2 = gt_boxes[row]
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=0.8, ec="white", ls=":"))
+            bh = math.ceil((y2 - y1) * lb.scale[1] * out_h / in_h)
+            bw = math.ceil((x2 - x1) * lb.scale[0] * out_w / in_w)
+            r = int(gaussian_radius(bh, bw))
+            for cell, colour in ((t["tl_index"][j], "red"), (t["br_index"][j], "deepskyblue")):
+                cx, cy = cell % out_w + 0.5, cell // out_w + 0.5
+                centre = output_points_to_image(lb, np.array([[cx, cy]]))[0]
+                ax.add_patch(Circle(tuple(centre), radius=max(to_px(r), 1.0), fill=False, ec=colour, lw=1))
+        ax.set_title(f"training targets ({len(t['keep'])} objects): gaussians, circles = radius\n"
+                     "red top-left, blue bottom-right, dotted: ground-truth box", fontsize=10)
+
+    fig.tight_layout()
+    out = Path(out) if out is not None else Path(f"{image_path.stem}_heatmaps.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
