@@ -12,9 +12,11 @@ unpickled, so a file that would run code when unpickled is refused):
   (e.g. ``module.kps.0.up1.0.conv1.weight``, ``module.tl_cnvs.1.p1_conv1.conv.weight``).
   Its input is BGR, ``(pixel / 255 - mean) / std`` with the original's COCO mean and std.
 - ``mmdetection``: a checkpoint dict whose ``state_dict`` holds ``backbone.*`` (HourglassNet) and
-  ``bbox_head.*`` (CornerHead) tensors. mmdetection feeds RGB images; the stem's first convolution is
-  reordered so that the imported network takes BGR like the original (input channel c of ours = channel
-  2 - c of the source). Its mean / std (ImageNet statistics) are recorded in the checkpoint's ``extra``.
+  ``bbox_head.*`` (CornerHead) tensors. mmdetection feeds RGB images normalised as ``(255 p - M) / S``
+  (ImageNet statistics); our pipeline feeds BGR ``(p - mean) / std`` (the original's COCO statistics,
+  `cornernet_cli.data.transforms`). The stem's first convolution is converted exactly for the channel
+  order and the std: ours[:, c] = source[:, 2 - c] * 255 std[c] / S[2 - c]. The means differ by at most
+  3.8 grey levels (of 255); that offset is not folded (zero padding would make it inexact at the borders).
 
 Every source tensor must be used and every target tensor filled (``num_batches_tracked`` counters, which
 do not change eval outputs and which PyTorch < 0.4.1 did not save, are set to 0 when absent), otherwise
@@ -38,11 +40,13 @@ from cornernet_cli.errors import CornerNetError
 FORMATS = ("original", "mmdetection")
 
 # The source's input convention, stored in the checkpoint's `extra` for reference.
+MMDET_MEAN_RGB = (123.675, 116.28, 103.53)
+MMDET_STD_RGB = (58.395, 57.12, 57.375)
 SOURCE_INPUT = {
     "original": {"channel_order": "bgr", "scale": 1 / 255,
                  "mean": [0.40789654, 0.44719302, 0.47026115], "std": [0.28863828, 0.27408164, 0.27809835]},
-    "mmdetection": {"channel_order": "rgb (stem reordered to take bgr)", "scale": 1.0,
-                    "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
+    "mmdetection": {"channel_order": "rgb (stem converted to take bgr with our std)", "scale": 1.0,
+                    "mean": list(MMDET_MEAN_RGB), "std": list(MMDET_STD_RGB)},
 }
 
 _STEM_CONV = "backbone.stem.0.0.weight"
@@ -149,8 +153,22 @@ def rename_state_dict(source: dict[str, torch.Tensor], fmt: str, *, origin: str 
         parts += [f"{len(clashes)} duplicate keys: {_short(clashes)}"] if clashes else []
         raise CornerNetError(f"{origin} does not look like a {fmt} CornerNet checkpoint: " + "; ".join(parts))
     if fmt == "mmdetection" and _STEM_CONV in out:
-        out[_STEM_CONV] = out[_STEM_CONV].flip(1).contiguous()  # RGB input channels -> BGR
+        out[_STEM_CONV] = mmdet_stem_to_ours(out[_STEM_CONV])
     return out, names
+
+
+def mmdet_stem_to_ours(weight: torch.Tensor) -> torch.Tensor:
+    """mmdetection's first conv [O, 3 (RGB), k, k] -> ours [O, 3 (BGR), k, k] for our input normalisation.
+
+    With p the BGR pixel in 0..1, ours sees (p - mean) / std and mmdetection (255 p - M) / S per RGB channel;
+    the factor 255 std / S maps one to the other (up to the means' difference, see the module docstring).
+    """
+    from cornernet_cli.data.transforms import STD
+
+    std_bgr = torch.as_tensor(STD, dtype=torch.float64)
+    mm_std_bgr = torch.tensor(MMDET_STD_RGB, dtype=torch.float64).flip(0)
+    factor = (255.0 * std_bgr / mm_std_bgr).to(device=weight.device, dtype=weight.dtype)
+    return (weight.flip(1) * factor.view(1, 3, 1, 1)).contiguous()
 
 
 def infer_config(state: dict[str, torch.Tensor], *, origin: str = "source") -> ModelConfig:

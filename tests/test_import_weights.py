@@ -21,6 +21,7 @@ from torch import nn
 
 from cornernet_cli.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from cornernet_cli.config import PRESETS, ModelConfig, model_config
+from cornernet_cli.data.transforms import MEAN, STD
 from cornernet_cli.engine.checkpoint import load_model
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.import_weights import import_weights, infer_config, rename_state_dict
@@ -329,15 +330,28 @@ def assert_same_outputs(got, want) -> None:
         assert float((g - w).abs().max()) <= 1e-5 * scale + 1e-6, (float((g - w).abs().max()), scale)
 
 
-def assert_same_in_float64(model: CornerNet, ref: nn.Module, x: torch.Tensor, ref_input: torch.Tensor) -> None:
-    """In float64 the two networks must agree to 1e-9: any mapping error shows, rounding does not."""
+def assert_same_in_float64(model: CornerNet, ref: nn.Module, x: torch.Tensor, ref_input: torch.Tensor,
+                           tol: float = 1e-9) -> None:
+    """In float64 the two networks must agree to `tol` of the output's scale: any mapping error shows, rounding
+    does not (mmdetection's stem is converted in float32, hence a looser `tol` there)."""
     model, ref = model.double(), ref.double()
     with torch.no_grad():
         want = ref(ref_input.double())
     for got_stack, want_stack in zip(ours_all_stacks(model, x.double()), want, strict=True):
         for g, w in zip(got_stack, want_stack, strict=True):
-            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+            assert g.shape == w.shape
+            assert float((g - w).abs().max()) <= tol * (float(w.abs().max()) + 1e-6)
     model.float(), ref.float()
+
+
+def mmdet_input(ours: torch.Tensor) -> torch.Tensor:
+    """The input mmdetection's network gets for the image that gives `ours` [B, 3 BGR, H, W] in our pipeline,
+    with mmdetection's RGB order and std (255 p - 255 mean) / S; only the mean is ours (see import_weights)."""
+    mean = torch.as_tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.as_tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    pixels = ours.double() * std + mean  # BGR, 0..1
+    mm_std_rgb = torch.tensor([58.395, 57.12, 57.375], dtype=torch.float64).view(1, 3, 1, 1)
+    return ((255 * pixels - 255 * mean).flip(1) / mm_std_rgb).to(ours.dtype)
 
 
 def tiny(num_classes: int) -> ModelConfig:
@@ -396,10 +410,13 @@ def test_mmdetection_import_reproduces_source_outputs(tmp_path):
 
     model, meta = load_model(tmp_path / "mm.safetensors")
     assert meta["class_names"] == ["a", "b", "c"] and meta["category_ids"] == [1, 2, 3]
-    x = torch.randn(1, 3, 72, 88)  # ours takes BGR; mmdetection's network takes RGB
+    x = torch.randn(1, 3, 72, 88)  # ours takes BGR; mmdetection's network takes RGB with its std
     with torch.no_grad():
-        assert_same_outputs(model.eval()(x)[0], ref(x.flip(1))[-1])
-    assert_same_in_float64(model, ref, x, x.flip(1))
+        assert_same_outputs(model.eval()(x)[0], ref(mmdet_input(x))[-1])
+    assert_same_in_float64(model, ref, x, mmdet_input(x.double()), tol=1e-6)
+    # a plain channel flip without the std conversion would not match
+    with torch.no_grad():
+        assert (model(x)[0][0] - ref(x.flip(1))[-1][0]).abs().max() > 1e-3
 
 
 def test_mmdetection_odd_sizes_match(tmp_path):
@@ -414,8 +431,8 @@ def test_mmdetection_odd_sizes_match(tmp_path):
     assert meta["class_names"] == ["y", "x"] and meta["category_ids"] == [3, 7]
     x = torch.randn(1, 3, 50, 38)
     with torch.no_grad():
-        assert_same_outputs(model(x)[0], ref(x.flip(1))[-1])
-    assert_same_in_float64(model, ref, x, x.flip(1))
+        assert_same_outputs(model(x)[0], ref(mmdet_input(x))[-1])
+    assert_same_in_float64(model, ref, x, mmdet_input(x.double()), tol=1e-6)
 
 
 def test_pre_041_checkpoint_without_counters(tmp_path):
