@@ -7,13 +7,14 @@ Run folder (`out_dir`):
     best.safetensors     the best model by validation AP (the final model when there is no validation split)
     state.safetensors    the resume state: optimiser, scheduler, GradScaler, step, RNG states (no pickle)
     curves.png           loss terms and AP over steps (needs matplotlib)
+    summary.json         how the run ended: status, step, best AP, images/s, per-rank weight checksums
 
 Distributed: launched by `torchrun`, the loop reads RANK / WORLD_SIZE / LOCAL_RANK, uses NCCL on GPUs and
 gloo on CPUs, shards every global batch across ranks, and only rank 0 logs and writes files.
 
-Exact resume: the data order and every sample's augmentation are functions of (seed, step, position in
-the batch), not of the worker that loads them, so resuming at step s replays exactly what a straight run
-does from step s (on the same machine and thread count).
+Exact resume: the data order and every sample's augmentation are functions of the seed and the sample's
+position in the stream, not of the worker that loads them (cornernet_cli.data.loader), so resuming at
+step s replays exactly what a straight run does from step s (on the same machine and thread count).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
 
 from cornernet_cli.config import DataConfig, ModelConfig, TrainConfig
 from cornernet_cli.engine.checkpoint import (
@@ -98,72 +97,6 @@ def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-# ---- data order: a pure function of (seed, step) -------------------------------------------------------
-
-
-class StepBatchSampler(Sampler):
-    """Yields this rank's share of the global batch for steps start, start + 1, ... (without end).
-
-    The global batch of step s is positions [(s % spe) * G, (s % spe + 1) * G) of the permutation of
-    epoch s // spe (seeded by seed + epoch), G = batch_size * world_size, spe = len // G (at least 1;
-    small datasets wrap around). Each element is (dataset index, sample seed).
-    """
-
-    def __init__(self, length: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0):
-        if length < 1:
-            raise CornerNetError("the training split has no images")
-        self.length, self.batch_size, self.seed = length, batch_size, seed
-        self.rank, self.world_size, self.start_step = rank, world_size, start_step
-        self.global_batch = batch_size * world_size
-        self.steps_per_epoch = max(1, length // self.global_batch)
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch])
-        reps = math.ceil(self.global_batch / self.length)  # tiny datasets: repeat the permutation
-        return np.concatenate([rng.permutation(self.length) for _ in range(reps)])
-
-    def batch(self, step: int) -> list[tuple[int, int]]:
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        order = self._epoch_order(epoch)
-        start = (pos * self.global_batch) % max(1, len(order) - self.global_batch + 1)
-        chunk = order[start : start + self.global_batch]
-        mine = range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        return [(int(chunk[i]), _sample_seed(self.seed, step, i)) for i in mine]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
-
-    def __len__(self) -> int:  # infinite; DataLoader only needs __iter__
-        return 2**62
-
-
-def _sample_seed(seed: int, step: int, position: int) -> int:
-    return int(np.random.SeedSequence([seed, step, position]).generate_state(1)[0])
-
-
-class SeededSamples(Dataset):
-    """Seeds Python's, NumPy's and torch's RNGs from the sample seed, then loads dataset[index]."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, item: tuple[int, int]):
-        index, seed = item
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        if hasattr(self.dataset, "seed_sample"):
-            self.dataset.seed_sample(seed)
-        return self.dataset[index]
 
 
 # ---- schedule ------------------------------------------------------------------------------------------
@@ -255,7 +188,7 @@ def train(
     (as an interruption would: resume state saved) and exists for tests and tooling.
     """
     from cornernet_cli.data.coco import CocoDetection
-    from cornernet_cli.data.loader import build_train_dataset, collate
+    from cornernet_cli.data.loader import build_train_loader
     from cornernet_cli.losses import CornerNetLoss
     from cornernet_cli.model.cornernet import CornerNet
 
@@ -271,7 +204,8 @@ def train(
     if not class_names:
         raise CornerNetError(f"{data_dir}: the {train_split} split has no categories")
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(class_names))
-    dataset = build_train_dataset(base, input_size=data_cfg.input_size, data_cfg=data_cfg)
+    if len(base) == 0:
+        raise CornerNetError(f"{data_dir}: the {train_split} split has no images")
 
     if env.is_main:
         try:
@@ -332,13 +266,10 @@ def train(
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    sampler = StepBatchSampler(len(dataset), batch_size=tc.batch_size, seed=tc.seed, rank=env.rank,
-                               world_size=env.world_size, start_step=start_step)
-    loader = torch.utils.data.DataLoader(
-        SeededSamples(dataset), batch_sampler=sampler, num_workers=tc.workers, collate_fn=collate,
-        pin_memory=dev.type == "cuda", persistent_workers=False,
-        prefetch_factor=2 if tc.workers > 0 else None,
-    )
+    loader = build_train_loader(
+        data_dir, train_split, input_size=data_cfg.input_size, batch_size=tc.batch_size, workers=tc.workers,
+        seed=tc.seed, radius_mode=data_cfg.radius_mode, rank=env.rank, world_size=env.world_size,
+        start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda")
 
     has_val = val_dir is not None
     total = tc.iters
@@ -390,7 +321,8 @@ def train(
                 outputs = ddp_model(images)
             outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
             loss, terms = criterion(outputs, batch)
-            if _any_rank(not bool(torch.isfinite(loss)), env, dev):
+            loss_value = float(loss.detach())
+            if _any_rank(not math.isfinite(loss_value), env, dev):
                 finite = all(torch.isfinite(p).all() for p in model.parameters())
                 if finite:
                     save(step)
@@ -415,13 +347,13 @@ def train(
             imgs_per_s = sum(n for _, n in window) / max(1e-9, sum(t for t, _ in window))
             lr = optimizer.param_groups[0]["lr"]
             values = {k: float(v) for k, v in terms.items()}
-            bar.update(step, loss=float(loss), terms=values, lr=lr, images_per_s=imgs_per_s)
+            bar.update(step, loss=loss_value, terms=values, lr=lr, images_per_s=imgs_per_s)
             if metrics_file and (step % log_every == 0 or step == end_step):
-                last_metrics = {"step": step, "loss": float(loss), **values, "lr": lr,
+                last_metrics = {"step": step, "loss": loss_value, **values, "lr": lr,
                                 "images_per_s": round(imgs_per_s, 3), "time": time.time()}
                 metrics_file.write(json.dumps(last_metrics) + "\n")
                 metrics_file.flush()
-            if has_val and val_every and (step % val_every == 0 or step == total):
+            if has_val and (step == total or (val_every and step % val_every == 0)):
                 if env.is_main:
                     result = validate(step)
                     ap = float(result.get("AP", -1.0))
@@ -446,8 +378,13 @@ def train(
         metrics_file.close()
 
     checksums = _param_checksums(model, env, dev)
-    if env.is_main and status == "finished":
-        _plot_curves(out_dir)
+    if env.is_main:
+        summary = {"status": status, "step": step, "iters": total, "best_ap": best_ap,
+                   "images_per_s": round(imgs_per_s, 3), "world_size": env.world_size,
+                   "param_checksums": checksums, "last_metrics": last_metrics}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if status == "finished":
+            _plot_curves(out_dir)
     if env.enabled:
         dist.barrier()
         dist.destroy_process_group()

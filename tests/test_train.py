@@ -1,0 +1,148 @@
+"""The training loop: exact resume, DDP on gloo, non-finite loss, SIGTERM, run-folder files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cornernet_cli.config import DataConfig, TrainConfig, model_config
+from cornernet_cli.data.synthetic import write_synthetic_dataset
+from cornernet_cli.engine.checkpoint import load_model
+from cornernet_cli.engine.train import lr_factor, train
+from cornernet_cli.errors import CornerNetError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("syn")
+    write_synthetic_dataset(out, num_train=16, num_val=4, image_size=96, seed=1)
+    return out
+
+
+def _run(data, out, *, iters=20, stop=None, resume=False, workers=0, **kw):
+    return train(data_dir=data, out_dir=out, model_cfg=model_config("tiny"),
+                 data_cfg=DataConfig(input_size=64), train_cfg=TrainConfig(
+                     batch_size=2, iters=iters, lr=1e-3, lr_steps=(15,), warmup_iters=3, grad_clip=5.0,
+                     workers=workers, seed=3),
+                 device="cpu", resume=resume, stop_at_step=stop, save_every=1000, progress=False, **kw)
+
+
+def test_lr_schedule():
+    f = [lr_factor(s, warmup_iters=4, lr_steps=(6, 8), gamma=0.1) for s in range(10)]
+    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert f[4:6] == [1.0, 1.0] and f[6:8] == pytest.approx([0.1, 0.1]) and f[8:] == pytest.approx([0.01] * 2)
+
+
+def test_resume_is_exact(syn, tmp_path):
+    straight = _run(syn, tmp_path / "a", iters=20)
+    assert straight.status == "finished" and straight.step == 20
+    half = _run(syn, tmp_path / "b", iters=20, stop=10)
+    assert half.status == "stopped" and half.step == 10
+    resumed = _run(syn, tmp_path / "b", iters=20, resume=True)
+    assert resumed.step == 20
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the weights did move: not a trivial equality
+    init = _run(syn, tmp_path / "c", iters=20, stop=1)
+    c = load_file(str(tmp_path / "c" / "last.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_run_folder_contents(syn, tmp_path):
+    result = _run(syn, tmp_path / "r", iters=6, val_dir=syn, val_every=3, log_every=2)
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"last.safetensors", "best.safetensors", "state.safetensors", "metrics.jsonl", "config.json",
+            "summary.json"} <= files
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    assert all({"focal", "pull", "push", "offset", "lr", "images_per_s"} <= r.keys() for r in train_rows)
+    assert [r["step"] for r in val_rows] == [3, 6] and "AP" in val_rows[0]["val"]
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["num_classes"] == 4 and config["class_names"] == ["rectangle", "ellipse", "triangle",
+                                                                             "cross"]
+    model, meta = load_model(tmp_path / "r" / "best.safetensors")
+    assert meta["class_names"] == config["class_names"] and result.best_ap is not None
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(syn, tmp_path, monkeypatch):
+    from cornernet_cli import losses
+
+    real = losses.CornerNetLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, batch):
+        calls["n"] += 1
+        total, terms = real(self, outputs, batch)
+        return (total * float("nan"), terms) if calls["n"] == 4 else (total, terms)
+
+    monkeypatch.setattr(losses.CornerNetLoss, "forward", poisoned)
+    with pytest.raises(CornerNetError, match="non-finite loss at step 3"):
+        _run(syn, tmp_path / "nan", iters=10)
+    model, meta = load_model(tmp_path / "nan" / "last.safetensors")
+    assert meta["extra"]["step"] == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resume_without_state(syn, tmp_path):
+    with pytest.raises(CornerNetError, match="no resume state"):
+        _run(syn, tmp_path / "empty", resume=True)
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "cornernet_cli.cli", *args]
+
+
+def test_sigterm_saves_and_resume_finishes(syn, tmp_path):
+    out = tmp_path / "sig"
+    args = ["train", "--data", str(syn), "--out", str(out), "--preset", "tiny", "--input-size", "64",
+            "--batch-size", "2", "--iters", "100000", "--workers", "0", "--log-every", "1", "--device", "cpu"]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stdout
+    stopped_at = json.loads((out / "summary.json").read_text())["step"]
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    args[args.index("100000")] = str(stopped_at + 2)
+    done = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["step"] == stopped_at + 2
+
+
+def test_ddp_two_gloo_processes(syn, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "cornernet_cli.cli", "train", "--data", str(syn), "--out", str(out), "--preset", "tiny",
+           "--input-size", "64", "--batch-size", "2", "--iters", "4", "--workers", "0", "--device", "cpu",
+           "--val-every", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "finished"
+    a, b = summary["param_checksums"]
+    assert a == b
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["best.safetensors", "last.safetensors",
+                                                                  "state.safetensors"]
+    assert not list(out.glob(".*.tmp"))
+    model, meta = load_model(out / "last.safetensors")
+    assert meta["extra"]["step"] == 4
