@@ -130,6 +130,9 @@ def train_cmd(
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
+    val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
+                                                "this much wall-clock time; --resume continues."),
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
@@ -163,7 +166,7 @@ def train_cmd(
     lr_steps_t = _parse_ints(lr_steps, "--lr-steps")
     if lr_steps_t is None:
         lr_steps_t = tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),)
-    if val is None and "val" in available_splits(data):
+    if val is None and val_split in available_splits(data):
         val = data
     tcfg = TrainConfig(
         batch_size=bs, iters=steps, lr=lr if lr is not None else d["lr"], lr_steps=lr_steps_t,
@@ -175,11 +178,13 @@ def train_cmd(
     mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)
     result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
                    device=device, resume=resume, log_every=log_every, val_every=val_every,
-                   save_every=save_every)
+                   save_every=save_every, val_split=val_split, max_minutes=max_minutes)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
         raise typer.Exit(130)
+    if result.status == "time limit":
+        console.print(f"time limit reached at step {result.step}; state saved (--resume continues).")
     ap = f", best val AP {result.best_ap:.4f}" if result.best_ap is not None else ""
     console.print(f"[green]done[/]: {result.step} steps{ap}; {result.images_per_s:.1f} img/s; "
                   f"checkpoints in {result.out_dir}")
@@ -222,6 +227,84 @@ def export_cmd(
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CornerNetError(f"{option} takes comma-separated numbers, got {text!r}", 2) from None
+    if not values or any(v <= 0 for v in values):
+        raise CornerNetError(f"{option} takes positive numbers, got {text!r}", 2)
+    return values
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors); optional "
+                                              "only with --oracle heatmaps+offsets."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
+    split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
+    scales: str = typer.Option("1", "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the paper's "
+                               "multi-scale)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate the first N images only."),
+    oracle: Optional[str] = typer.Option(None, "--oracle", help="Replace outputs by ground truth: heatmaps | "
+                                         "heatmaps+offsets (error analysis)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
+) -> None:
+    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
+    from cornernet_cli.engine.evaluate import evaluate, metrics_tables
+
+    m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
+                 scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
+                 oracle=oracle, out=out)
+    for table in metrics_tables(m):
+        console.print(table)
+    console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
+
+
+@app.command("detect")
+def detect_cmd(
+    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
+                                              "runs/*/best.safetensors)."),
+    threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip."),
+    out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
+) -> None:
+    """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
+    from cornernet_cli.detect import detect, report_table
+
+    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip)
+    console.print(report_table(report))
+    for s in report.skipped:
+        Console(stderr=True).print(f"[yellow]skipped[/] {s['file']}: {s['error']}", highlight=False)
+    console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "
+                  f"({report.time_ms.get('total', 0.0):.0f} ms per image)")
+
+
+@app.command("visualize-heatmaps")
+def visualize_heatmaps_cmd(
+    image: Path = typer.Argument(..., help="Image file."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
+                                              "runs/*/best.safetensors)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to show "
+                                          "(default: the strongest)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
+                                      "show the training targets."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
+) -> None:
+    """Draw one PNG: heatmaps, embeddings, offsets and decoded boxes (and, with --gt, the targets)."""
+    from cornernet_cli.visualize import visualize_heatmaps
+
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device)
+    console.print(f"wrote {path}")
 
 
 # glibc's malloc returns large tensor buffers to the kernel after every step; the page faults that follow

@@ -44,7 +44,7 @@ def test_console_script_user_error_is_one_line(tmp_path):
         "import sys; sys.argv=['cornernet','models']\n"
         "from cornernet_cli import cli\n"
         "from cornernet_cli.errors import CornerNetError\n"
-        "def boom(): raise CornerNetError('bad thing in /x/y.json: value 3')\n"
+        "def boom(**kw): raise CornerNetError('bad thing in /x/y.json: value 3')\n"
         "cli.app = boom\n"
         "cli.main()\n"
     )

@@ -115,7 +115,7 @@ def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma:
 class TrainResult:
     out_dir: Path
     step: int
-    status: str  # finished | interrupted | stopped
+    status: str  # finished | interrupted | stopped | time limit
     best_ap: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     images_per_s: float = 0.0
@@ -180,12 +180,14 @@ def train(
     save_every: int = 500,
     val_max_images: int | None = None,
     stop_at_step: int | None = None,
+    max_minutes: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
 
     model_cfg.num_classes is replaced by the dataset's class count. `stop_at_step` ends the run early
-    (as an interruption would: resume state saved) and exists for tests and tooling.
+    (as an interruption would: resume state saved) and exists for tests and tooling. `max_minutes` ends it
+    the same way once that much wall-clock time has passed (status "time limit"; --resume continues).
     """
     from cornernet_cli.data.coco import CocoDetection
     from cornernet_cli.data.loader import build_train_loader
@@ -310,7 +312,7 @@ def train(
     with _StopFlag() as stop, TrainProgress(total=total, start=start_step,
                                             enabled=progress and env.is_main) as bar:
         batches = iter(loader)
-        t_last = time.perf_counter()
+        t_start = t_last = time.perf_counter()
         while step < end_step:
             batch = next(batches)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -370,6 +372,9 @@ def train(
                 save(step)
             if _any_rank(stop.signum is not None, env, dev):
                 status = "interrupted"
+                break
+            if max_minutes is not None and _any_rank(time.perf_counter() - t_start > 60 * max_minutes, env, dev):
+                status = "time limit"
                 break
     if status == "finished" and step < total:
         status = "stopped"
