@@ -71,7 +71,9 @@ def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
+        # loadRes adds keys to the dicts it gets (id, area, ...): give it copies.
+        copies = [dict(r, bbox=list(r["bbox"])) for r in results]
+        coco_dt = coco_gt.loadRes(copies) if results else _empty_results(coco_gt)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.imgIds = list(image_ids)
         ev.evaluate()
