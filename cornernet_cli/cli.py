@@ -307,6 +307,48 @@ def visualize_heatmaps_cmd(
     console.print(f"wrote {path}")
 
 
+@app.command("ablate")
+def ablate_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder with a train split (from prepare-data)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/ablate-<data name>)."),
+    preset: str = typer.Option("small", "--preset", help="Model preset shared by every variant."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps per variant (default: "
+                                        "the preset's)."),
+    minutes_per_variant: Optional[float] = typer.Option(None, "--minutes-per-variant", min=0.01, help="Also stop "
+                                                        "each variant's training after M minutes (steps recorded)."),
+    no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Study: with vs without corner pooling."),
+    radius: Optional[str] = typer.Option(None, "--radius", help="Study: penalty reduction, any of none,fixed,object."),
+    error_analysis: bool = typer.Option(False, "--error-analysis", help="Study: the baseline with ground-truth "
+                                        "heatmaps, then heatmaps + offsets."),
+    split: Optional[str] = typer.Option(None, "--split", help="Evaluation split (default: test if present, else val)."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate the first N images only."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per training step."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed shared by every variant."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """The paper's ablations (corner pooling, penalty reduction, error analysis) with one budget; writes
+    ablation.md and ablation.json. No study flag runs them all; a rerun skips finished variants."""
+    from cornernet_cli.ablate import run_ablation, select_variants
+
+    radii = [r.strip() for r in radius.split(",") if r.strip()] if radius is not None else None
+    variants = select_variants(corner_pool=no_corner_pool, radius=radii, error_analysis=error_analysis)
+    out = out or Path("runs") / f"ablate-{data.resolve().name}"
+    result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
+                          minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
+                          split=split, flip=flip, max_images=max_images, seed=seed, workers=workers, device=device,
+                          console=Console(stderr=True))
+    if result.status == "interrupted":
+        console.print(f"interrupted; finished variants are in {out}/ablation.md. Run the same command again to "
+                      f"resume.")
+        raise typer.Exit(130)
+    skipped = f" ({len(result.skipped)} skipped: done before)" if result.skipped else ""
+    console.print(f"[green]done[/]: {len(result.report['variants'])} variants{skipped}; wrote {out}/ablation.md "
+                  f"and {out}/ablation.json")
+
+
 # glibc's malloc returns large tensor buffers to the kernel after every step; the page faults that follow
 # cost about a third of CPU training time. These settings (read only at process start) keep them.
 _MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "137438953472",
