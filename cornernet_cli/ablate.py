@@ -1,4 +1,4 @@
-"""The paper's ablations (Law & Deng, sections 4.2-4.5) on any COCO-format dataset.
+"""The paper's ablations (Law & Deng, the ablation study) on any COCO-format dataset.
 
 Variants differ in one thing only; seed, data, schedule, budget and test-time settings are shared:
 
@@ -56,7 +56,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("baseline", "none (corner pooling, object radius)", paper_ap=38.4),
     Variant("no-corner-pool", "corner pooling off", corner_pool=False, paper_ap=36.5),
-    Variant("radius-fixed", "penalty reduction: fixed radius", radius="fixed", paper_ap=35.6),
+    Variant("radius-fixed", "penalty reduction: fixed radius 2.5", radius="fixed", paper_ap=35.6),
     Variant("radius-none", "penalty reduction: none", radius="none", paper_ap=32.9),
     Variant("gt-heatmaps", "ground-truth heatmaps (+ embeddings)", oracle="heatmaps", paper_ap=73.1),
     Variant("gt-heatmaps-offsets", "ground-truth heatmaps and offsets (+ embeddings)", oracle="heatmaps+offsets",
@@ -65,9 +65,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
 
 # The paper's three studies and the variants each compares (table order).
 STUDIES: dict[str, tuple[str, ...]] = {
-    "Corner pooling (paper Table 1)": ("no-corner-pool", "baseline"),
-    "Penalty reduction (paper Table 3)": ("radius-none", "radius-fixed", "baseline"),
-    "Error analysis (paper Table 5)": ("baseline", "gt-heatmaps", "gt-heatmaps-offsets"),
+    "Corner pooling": ("no-corner-pool", "baseline"),
+    "Penalty reduction": ("radius-none", "radius-fixed", "baseline"),
+    "Error analysis": ("baseline", "gt-heatmaps", "gt-heatmaps-offsets"),
 }
 
 RADIUS_VARIANT = {"none": "radius-none", "fixed": "radius-fixed", "object": "baseline"}
@@ -301,6 +301,7 @@ class _Display:
         self.steps_left: dict[str, int] = {n: (0 if VARIANTS[n].oracle else iters) for n in names}
         self.evals_left = len(names)
         self._start: tuple[float, int] | None = None
+        self._last_info = ""
         self._stop = threading.Event()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
@@ -382,6 +383,7 @@ class _Display:
             except ValueError:
                 continue
             if "step" in row and "loss" in row:
+                self._last_info = f"loss {row['loss']:.3f} {row.get('images_per_s', 0):.1f} img/s"
                 return int(row["step"])
         return 0
 
@@ -390,7 +392,7 @@ class _Display:
             if self._start is not None and self.current:
                 step = self._read_step(self.current)
                 self.steps_left[self.current] = self.iters - step
-                self.progress.update(self.train, completed=step)
+                self.progress.update(self.train, completed=step, info=self._last_info)
                 self.progress.update(self.overall, info=self.eta())
 
 
