@@ -128,3 +128,14 @@ def test_bad_input_is_one_line_error(syn, first_run, tmp_path):
         run_ablation(data_dir=syn, out_dir=tmp_path, variants=["baseline"], split="test", preset="tiny")
     with pytest.raises(CornerNetError, match="no train split"):
         run_ablation(data_dir=tmp_path, out_dir=tmp_path / "o", variants=["baseline"], preset="tiny")
+
+
+def test_time_budget_records_the_steps_reached(syn, tmp_path):
+    kw = dict(data_dir=syn, out_dir=tmp_path, variants=["baseline"], preset="tiny", iters=100_000, batch_size=2,
+              input_size=64, workers=0, flip=False, device="cpu", seed=2, progress=False, minutes_per_variant=0.002)
+    first = run_ablation(**kw)
+    row = _rows(tmp_path)["baseline"]
+    assert first.status == "finished" and row["status"] == "time limit" and 1 <= row["steps"] < 100_000
+    assert "or 0.002 min" in (tmp_path / "ablation.md").read_text()
+    again = run_ablation(**kw)  # the budget is spent: skipped, not resumed
+    assert again.skipped == ["baseline"] and _rows(tmp_path)["baseline"]["steps"] == row["steps"]
