@@ -55,7 +55,7 @@ def test_resume_is_exact(syn, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # and the weights did move: not a trivial equality
-    init = _run(syn, tmp_path / "c", iters=20, stop=1)
+    _run(syn, tmp_path / "c", iters=20, stop=1)
     c = load_file(str(tmp_path / "c" / "last.safetensors"))
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
@@ -109,13 +109,16 @@ def _cli(*args) -> list[str]:
 def test_sigterm_saves_and_resume_finishes(syn, tmp_path):
     out = tmp_path / "sig"
     args = ["train", "--data", str(syn), "--out", str(out), "--preset", "tiny", "--input-size", "64",
-            "--batch-size", "2", "--iters", "100000", "--workers", "0", "--log-every", "1", "--device", "cpu"]
-    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "--batch-size", "2", "--iters", "100000", "--workers", "1", "--log-every", "1", "--device", "cpu"]
+    # Its own process group, signalled as a whole (as Ctrl-C in a terminal or a scheduler does): the data
+    # worker must not die before the main process has saved.
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stdout

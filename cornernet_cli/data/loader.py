@@ -155,7 +155,17 @@ class _Seeded(Dataset):
 
 
 def _worker_init(worker_id: int) -> None:
+    import os
+    import signal
+
     import cv2
+
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group; the main process saves and stops the
+    # run at the next step boundary, so workers must outlive that signal (a dead worker makes the loader
+    # raise anywhere in the step). A worker leaves the group: the loader's own shutdown still terminates it
+    # directly, and torch's watchdog ends it if the main process dies.
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the other workers
     info = torch.utils.data.get_worker_info()
