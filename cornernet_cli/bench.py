@@ -6,6 +6,7 @@ NMS, top k of the whole map, all k x k pairs); it is also the independent expect
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -126,3 +127,356 @@ def bench_decode(*, classes: int = 80, size: int = 128, k: int = 100, batch: int
         torch.set_num_threads(old_threads)
     return {"fast_ms": fast, "reference_ms": ref, "speedup": ref / fast, "same_output": same,
             "classes": classes, "size": size, "k": k, "batch": batch, "threads": threads, "inputs": inputs}
+
+
+# ---- corner pooling ------------------------------------------------------------------------------------
+
+
+def corner_pool_cummax(x: torch.Tensor, direction: str) -> torch.Tensor:
+    """Corner pooling as torch.cummax (flipped for top / left): the formulation `corner_pool` replaced on the
+    CPU, kept as the before-measurement and as the tests' reference for values and gradients."""
+    dim, toward_end = {"top": (-2, True), "left": (-1, True), "bottom": (-2, False), "right": (-1, False)}[direction]
+    if toward_end:
+        return torch.cummax(x.flip(dim), dim).values.flip(dim)
+    return torch.cummax(x, dim).values
+
+
+def bench_corner_pool(*, shape: tuple[int, ...] = (4, 128, 64, 64), repeats: int = 9, threads: int | None = None,
+                      seed: int = 0) -> dict:
+    """Forward + backward milliseconds of the four poolings, interleaved in one process, for
+    `corner_pool` (now), `corner_pool_cummax` (before) and the bar "one cummax over the tensor plus its flip".
+
+    Returns {"shape", "threads", "now_ms", "cummax_ms", "bar_ms" (each summed over the 4 directions, forward +
+    backward with a ones gradient), "forward_now_ms", "forward_cummax_ms", "speedup", "loadavg"}.
+    """
+    from cornernet_cli.model.corner_pool import DIRECTIONS, corner_pool
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        x0 = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        grad = torch.ones_like(x0)
+
+        def fwd_bwd(pool):
+            def run():
+                for d in DIRECTIONS:
+                    x = x0.detach().requires_grad_(True)
+                    pool(x, d).backward(grad)
+            return run
+
+        def fwd(pool):
+            def run():
+                with torch.no_grad():
+                    for d in DIRECTIONS:
+                        pool(x0, d)
+            return run
+
+        def bar(x, d):  # one cummax over the tensor plus its flip
+            dim = -2 if d in ("top", "bottom") else -1
+            return torch.cummax(x.flip(dim), dim).values
+
+        load = os.getloadavg()[0]
+        now, before, bar_ms, f_now, f_before = _interleaved_ms(
+            [fwd_bwd(corner_pool), fwd_bwd(corner_pool_cummax), fwd_bwd(bar), fwd(corner_pool),
+             fwd(corner_pool_cummax)], repeats)
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"shape": list(shape), "threads": threads if threads else torch.get_num_threads(), "now_ms": now,
+            "cummax_ms": before, "bar_ms": bar_ms, "forward_now_ms": f_now, "forward_cummax_ms": f_before,
+            "speedup": before / now, "loadavg": [load, os.getloadavg()[0]]}
+
+
+# ---- `cornernet bench`: the whole model ----------------------------------------------------------------
+
+METRICS = ("forward_ms", "forward_flip_ms", "decode_ms", "soft_nms_ms", "detect_ms", "train_images_per_s",
+           "data_images_per_s", "peak_memory_mb")
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, *, repeats: int, warmup: int = 1, device: torch.device = torch.device("cpu")) -> float:
+    """Median wall-clock milliseconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised
+    before starting and after each run, so queued kernels are counted)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: torch.cuda.max_memory_allocated since the last reset (tensors only, MiB). CPU: the process's
+    resident-set high-water mark (resource.getrusage ru_maxrss, MiB; includes Python, torch and everything the
+    process ever held, it never goes down)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def environment(device: torch.device) -> dict:
+    """Where and when: date, host CPU count, torch / numpy / Python versions, threads, GPU name, load average."""
+    import datetime
+    import platform
+
+    env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+           "torch": torch.__version__, "numpy": np.__version__, "loadavg": list(os.getloadavg())}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _synthetic_batch(*, batch_size: int, input_size: int, num_classes: int, seed: int) -> dict[str, torch.Tensor]:
+    """A training batch (loader.collate format) of synthetic shape images at input_size with real targets."""
+    from cornernet_cli.data.loader import collate, output_size_for
+    from cornernet_cli.data.synthetic import generate_image
+    from cornernet_cli.data.transforms import normalize
+    from cornernet_cli.targets import encode_targets
+
+    rng = np.random.default_rng(seed)
+    out_size = output_size_for(input_size)
+    samples = []
+    for _ in range(batch_size):
+        image, boxes, labels = generate_image(rng, image_size=input_size, num_classes=min(4, num_classes))
+        t = encode_targets(boxes, labels, num_classes, (input_size, input_size), out_size)
+        sample = {"image": normalize(image.astype(np.float32) / 255.0)}
+        for key in ("tl_heat", "br_heat", "tl_off", "br_off"):
+            sample[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.float32))
+        for key in ("tl_index", "br_index"):
+            sample[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.int64))
+        samples.append(sample)
+    return collate(samples)
+
+
+def bench_data(*, data: str | None = None, split: str = "train", input_size: int = 511, samples: int = 16,
+               seed: int = 0) -> tuple[float, str]:
+    """Training samples per second of one worker (torch and OpenCV on one thread): decode, augmentation,
+    targets, as TrainDataset[i] does. data: a --data folder; None: 16 synthetic 256 x 256 shape images
+    (4 classes) written to a temporary folder. Returns (images/s, description of the data)."""
+    import tempfile
+
+    import cv2
+
+    from cornernet_cli.data.coco import CocoDetection
+    from cornernet_cli.data.loader import build_train_dataset
+    from cornernet_cli.data.synthetic import write_synthetic_dataset
+
+    old_threads, old_cv = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if data is None:
+                write_synthetic_dataset(tmp, num_train=16, num_val=0, image_size=256, num_classes=4, seed=seed)
+                data, split, what = tmp, "train", "synthetic shapes, 16 images 256 x 256, 4 classes"
+            else:
+                what = f"{data} ({split})"
+            ds = build_train_dataset(CocoDetection.from_folder(data, split), input_size=input_size)
+            count = [0]
+
+            def one():
+                ds.seed_sample(seed + count[0])
+                ds[count[0] % len(ds)]
+                count[0] += 1
+
+            for _ in range(2):
+                one()
+            start = time.perf_counter()
+            for _ in range(samples):
+                one()
+            return samples / (time.perf_counter() - start), what
+    finally:
+        torch.set_num_threads(old_threads)
+        cv2.setNumThreads(old_cv)
+
+
+def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 511, batch_size: int = 1,
+              amp: str = "off", channels_last: bool | None = None, compile: bool = False, num_classes: int = 80,
+              image_size: tuple[int, int] = (480, 640), repeats: int = 5, warmup: int = 1,
+              threads: int | None = None, data: str | None = None, seed: int = 0) -> dict:
+    """Measure one preset on one device; every time a median of `repeats` runs after `warmup`.
+
+    - forward_ms: network forward (eval, inference_mode) per image, batch [batch_size, 3, S, S], S = input_size;
+    - forward_flip_ms: the same with the mirrored copies in the batch (2 x batch_size), per image;
+    - decode_ms: `decode` per image of head outputs at S / 4 (synthetic peaks, num_classes), flip pair included;
+      decode_reference_ms: the straightforward original algorithm on the same input;
+    - soft_nms_ms: `merge_detections` (gaussian soft-NMS, top 100) of one image's 2 x 1000 decoded boxes;
+    - detect_ms: `detect_images` (letterbox, forward with flip, decode, soft-NMS) on one image_size (h, w)
+      synthetic image, with the per-stage split in detect_stages_ms;
+    - train_images_per_s: Adam step of CornerNetLoss (all stacks) at batch_size x S x S, synthetic targets;
+    - data_images_per_s: TrainDataset samples per second on one worker thread (see bench_data);
+    - peak_memory_mb: see peak_memory_mb (CUDA: max of the inference and training phases, each reported too).
+    amp: off | bf16 | fp16 (autocast; CUDA mainly; on the CPU only bf16 is allowed); channels_last: default True
+    on CUDA. Returns a JSON-ready dict with the settings, the environment and load averages per phase.
+    """
+    from cornernet_cli.decode import decode
+    from cornernet_cli.engine.inference import StageTimer, detect_images
+    from cornernet_cli.errors import CornerNetError
+    from cornernet_cli.losses import CornerNetLoss
+    from cornernet_cli.model import build_model
+    from cornernet_cli.postprocess import merge_detections
+
+    if amp not in AMP_DTYPES:
+        raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
+    if dev.type not in ("cpu", "cuda"):
+        raise CornerNetError(f"--device must be cpu or cuda, got {device!r}", 2)
+    if dev.type == "cpu" and amp == "fp16":
+        raise CornerNetError("--amp fp16 needs --device cuda (use bf16 or off on the CPU)", 2)
+    if channels_last is None:
+        channels_last = dev.type == "cuda"
+    amp_dtype = AMP_DTYPES[amp]
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    result: dict = {"settings": {"preset": preset, "device": str(dev), "input_size": input_size,
+                                 "batch_size": batch_size, "amp": amp, "channels_last": channels_last,
+                                 "compile": compile, "num_classes": num_classes, "image_size": list(image_size),
+                                 "repeats": repeats, "warmup": warmup},
+                    "environment": environment(dev), "loadavg": {}}
+    load = result["loadavg"]
+    try:
+        try:
+            model = build_model(preset, num_classes).to(dev, memory_format=fmt).eval()
+        except ValueError as e:
+            raise CornerNetError(str(e), 2) from None
+        result["parameters"] = sum(p.numel() for p in model.parameters())
+        net = torch.compile(model) if compile else model
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randn(batch_size, 3, input_size, input_size, generator=g).to(dev).contiguous(memory_format=fmt)
+        flipped = torch.cat([images, images.flip(-1)]).contiguous(memory_format=fmt)
+
+        def forward(x):
+            def run():
+                with torch.inference_mode(), autocast():
+                    net(x)
+            return run
+
+        load["forward"] = os.getloadavg()[0]
+        result["forward_ms"] = median_ms(forward(images), repeats=repeats, warmup=warmup, device=dev) / batch_size
+        result["forward_flip_ms"] = median_ms(forward(flipped), repeats=repeats, warmup=warmup,
+                                              device=dev) / batch_size
+
+        out = (input_size + 3) // 4
+        heads = tuple(t.to(dev) for t in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
+        load["decode"] = os.getloadavg()[0]
+        result["decode_ms"] = median_ms(lambda: decode(*heads), repeats=repeats, warmup=warmup, device=dev) / 2
+        result["decode_reference_ms"] = median_ms(lambda: decode_reference(*heads), repeats=repeats, warmup=warmup,
+                                                  device=dev) / 2
+        result["decode_speedup"] = result["decode_reference_ms"] / result["decode_ms"]
+
+        dets = decode(*heads).cpu().numpy()
+        pair = np.concatenate([d[d[:, 4] > -1] for d in dets])
+        result["soft_nms_boxes"] = len(pair)
+        load["soft_nms"] = os.getloadavg()[0]
+        result["soft_nms_ms"] = median_ms(lambda: merge_detections(pair), repeats=repeats, warmup=warmup)
+
+        from cornernet_cli.data.synthetic import generate_image
+
+        h, w = image_size
+        picture = generate_image(np.random.default_rng(seed), image_size=max(h, w))[0][:h, :w].copy()
+        timer = StageTimer()
+        load["detect"] = os.getloadavg()[0]
+
+        def detect_once():
+            with autocast():
+                detect_images(net, [picture], device=dev, num_classes=num_classes, flip=True, timer=timer)
+
+        result["detect_ms"] = median_ms(detect_once, repeats=repeats, warmup=warmup, device=dev)
+        stages = timer.per_image_ms()  # means over warm-up and repeats
+        result["detect_stages_ms"] = {k: v for k, v in stages.items() if k != "total"}
+        if dev.type == "cuda":
+            result["peak_memory_inference_mb"] = peak_memory_mb(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            result["peak_memory_inference_mb"] = peak_memory_mb(dev)
+
+        batch = {k: v.to(dev) for k, v in _synthetic_batch(batch_size=batch_size, input_size=input_size,
+                                                           num_classes=num_classes, seed=seed).items()}
+        batch["image"] = batch["image"].contiguous(memory_format=fmt)
+        model.train()
+        criterion = CornerNetLoss()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+
+        def step():
+            with autocast():
+                outputs = net(batch["image"])
+            outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
+            loss, _ = criterion(outputs, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        load["train"] = os.getloadavg()[0]
+        result["train_step_ms"] = median_ms(step, repeats=repeats, warmup=warmup, device=dev)
+        result["train_images_per_s"] = 1e3 * batch_size / result["train_step_ms"]
+        result["peak_memory_train_mb"] = peak_memory_mb(dev)
+        result["peak_memory_mb"] = max(result["peak_memory_inference_mb"], result["peak_memory_train_mb"])
+        model.eval()
+
+        load["data"] = os.getloadavg()[0]
+        result["data_images_per_s"], result["data"] = bench_data(data=data, input_size=input_size, seed=seed)
+        load["end"] = os.getloadavg()[0]
+    finally:
+        torch.set_num_threads(old_threads)
+    return result
+
+
+def results_table(result: dict):
+    """A rich table of run_bench's figures (one row per metric, with what it measures)."""
+    from rich.table import Table
+
+    s = result["settings"]
+    title = (f"cornernet bench: {s['preset']} on {s['device']}, input {s['input_size']}, batch {s['batch_size']}, "
+             f"amp {s['amp']}{', channels_last' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}")
+    table = Table(title=title)
+    for col in ("metric", "value", "what"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    h, w = s["image_size"]
+    rows = [
+        ("parameters", f"{result['parameters']:,}", ""),
+        ("forward", f"{result['forward_ms']:.1f} ms/image", f"batch {s['batch_size']}"),
+        ("forward + flip", f"{result['forward_flip_ms']:.1f} ms/image", f"batch {2 * s['batch_size']}"),
+        ("decode", f"{result['decode_ms']:.2f} ms", f"reference {result['decode_reference_ms']:.1f} ms, "
+                                                    f"{result['decode_speedup']:.1f}x"),
+        ("soft-NMS", f"{result['soft_nms_ms']:.2f} ms", f"{result['soft_nms_boxes']} boxes"),
+        ("detect", f"{result['detect_ms']:.1f} ms/image", f"{w} x {h} image, flip; " + ", ".join(
+            f"{k} {v:.0f}" for k, v in result["detect_stages_ms"].items())),
+        ("training step", f"{result['train_images_per_s']:.2f} images/s", f"{result['train_step_ms']:.0f} ms/step"),
+        ("data pipeline", f"{result['data_images_per_s']:.1f} images/s", "one worker; " + result["data"]),
+        ("peak memory", f"{result['peak_memory_mb']:.0f} MiB",
+         "max allocated (CUDA)" if s["device"].startswith("cuda") else "process RSS high-water mark"),
+        ("load average", " / ".join(f"{v:.1f}" for v in result["loadavg"].values()),
+         f"{result['environment']['cpu_count']} CPUs, {result['environment']['torch_threads']} torch threads"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table

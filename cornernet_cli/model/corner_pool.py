@@ -10,7 +10,8 @@ For a feature map x of shape [..., H, W]:
 The top-left corner module sums top and left pooling; the bottom-right module sums bottom and right.
 
 Two implementations give identical values:
-- `corner_pool`: a cumulative max (O(H*W) per channel), the training/inference default;
+- `corner_pool`: a running max (O(H*W) per channel), the training/inference default: on the CPU one pass
+  of slice-wise maxima with its own backward (`_ScanMax`), elsewhere torch.cummax;
 - `corner_pool_doubling`: log-step doubling with the max of shifted slices, using only Slice, Max and
   Concat, so the network exports to ONNX with standard operators.
 """
@@ -43,9 +44,55 @@ def corner_pool(x: torch.Tensor, direction: str) -> torch.Tensor:
         Tensor of x's shape and dtype; gradients flow to the arg-max positions.
     """
     dim, toward_end = _axis(direction)
+    if x.device.type == "cpu":
+        return _ScanMax.apply(x, dim, toward_end)
     if toward_end:
         return torch.cummax(x.flip(dim), dim).values.flip(dim)
     return torch.cummax(x, dim).values
+
+
+class _ScanMax(torch.autograd.Function):
+    """Running max along `dim` as one slice-wise pass (CPU): out[i] = max(out[i - 1], x[i]), walking toward
+    smaller indices when `toward_end`. No flipped copies, and backward keeps only a bool mask (cummax keeps
+    int64 indices). Ties go to the position met last in the walk, as torch.cummax's arg-max does, so values
+    and gradients equal the cummax formulation exactly.
+
+    Backward: x[t] is the arg-max of out[t] and of the following outputs up to the next position where
+    x == out (a new maximum), so its gradient is the sum of grad_out over that run (zero where x != out).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, toward_end: bool) -> torch.Tensor:
+        out = torch.empty_like(x)
+        length = x.shape[dim]
+        order = range(length - 1, -1, -1) if toward_end else range(length)
+        prev = None
+        for i in order:
+            oi = out.select(dim, i)
+            if prev is None:
+                oi.copy_(x.select(dim, i))
+            else:
+                torch.maximum(x.select(dim, i), prev, out=oi)
+            prev = oi
+        ctx.save_for_backward(x == out)
+        ctx.dim, ctx.toward_end = dim, toward_end
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (is_max,) = ctx.saved_tensors
+        dim = ctx.dim
+        length = grad.shape[dim]
+        order = range(length) if ctx.toward_end else range(length - 1, -1, -1)  # the forward walk, reversed
+        grad_x = torch.empty_like(grad, memory_format=torch.preserve_format)
+        acc = None
+        for i in order:
+            gi, mi = grad.select(dim, i), is_max.select(dim, i)
+            acc = gi.clone() if acc is None else acc.add_(gi)
+            torch.mul(acc, mi, out=grad_x.select(dim, i))
+            acc.masked_fill_(mi, 0)
+        return grad_x, None, None
 
 
 def corner_pool_doubling(x: torch.Tensor, direction: str, max_len: int | None = None) -> torch.Tensor:
