@@ -349,6 +349,45 @@ def ablate_cmd(
                   f"and {out}/ablation.json")
 
 
+@app.command("bench")
+def bench_cmd(
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, tiny."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),
+    amp: str = typer.Option("off", "--amp", help="Autocast: bf16, fp16 (CUDA) or off."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="channels_last memory format (default: on for CUDA)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
+    image_size: str = typer.Option("640x480", "--image-size", help="WIDTHxHEIGHT of the detect-path image."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs per figure (the median is reported)."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed runs before each figure."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset folder for the data-pipeline figure "
+                                       "(default: synthetic shapes)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure, settings and machine here."),
+) -> None:
+    """Measure forward (with and without flip), decode, soft-NMS, detect, training step, data pipeline, memory."""
+    import json
+
+    from cornernet_cli.bench import results_table, run_bench
+
+    try:
+        w, h = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        raise CornerNetError(f"--image-size must be WIDTHxHEIGHT, e.g. 640x480, got {image_size!r}", 2) from None
+    result = run_bench(preset=preset, device=device, input_size=input_size, batch_size=batch_size, amp=amp,
+                       channels_last=channels_last, compile=compile, image_size=(h, w), repeats=repeats,
+                       warmup=warmup, threads=threads, data=data)
+    if sys.argv[1:2] == ["bench"]:
+        result["command"] = "cornernet " + " ".join(sys.argv[1:])
+    console.print(results_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        console.print(f"wrote {json_out}")
+
+
 # glibc's malloc returns large tensor buffers to the kernel after every step; the page faults that follow
 # cost about a third of CPU training time. These settings (read only at process start) keep them.
 _MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "137438953472",
