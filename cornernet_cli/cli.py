@@ -349,6 +349,33 @@ def ablate_cmd(
                   f"and {out}/ablation.json")
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the data, run, evaluation and detections."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, weights and augmentation."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (default: the demo's "
+                                        "budget, a few minutes on a laptop CPU)."),
+) -> None:
+    """The embedded default, no download: synthetic shapes -> train `small` -> COCO eval -> detect."""
+    import time
+
+    from cornernet_cli.demo import run_demo
+    from cornernet_cli.engine.evaluate import metrics_tables
+
+    t0 = time.perf_counter()
+    result = run_demo(out, seed=seed, device=device, iters=iters, console=console)
+    for table in metrics_tables(result.metrics)[:1]:
+        console.print(table)
+    took = ", ".join(f"{k} {v:.1f}" for k, v in result.minutes.items())
+    console.print(f"[green]demo done[/] in {(time.perf_counter() - t0) / 60:.1f} min ({took} min)")
+    console.print(f"  data:        {result.data_dir}")
+    console.print(f"  checkpoint:  {result.checkpoint}")
+    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json)")
+    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files)")
+    console.print(f"next: cornernet detect YOUR_IMAGE.jpg --checkpoint {result.checkpoint}")
+
+
 @app.command("bench")
 def bench_cmd(
     preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, tiny."),
@@ -418,6 +445,11 @@ def main() -> None:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+    except OSError as e:  # an unwritable --out, a full disk, a path through a file: one line naming the path
+        where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "I/O"
+        Console(stderr=True).print(f"[bold red]error:[/] {where}: {e.strerror or e}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

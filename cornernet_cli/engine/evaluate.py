@@ -114,6 +114,7 @@ def evaluate_model(
     progress: bool = False,
     batch_size: int = 1,
     oracle: str | None = None,
+    oracle_gt_embeddings: bool = True,
     params: DecodeParams = DecodeParams(),
     results_path: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -158,7 +159,8 @@ def evaluate_model(
                 samples = [dataset[i] for i in batch]
                 gt = [(s.boxes, s.labels) for s in samples] if oracle else None
                 dets = detect_images(model, [s.image for s in samples], device=device, num_classes=len(class_names),
-                                     scales=scales, flip=flip, params=params, oracle=oracle, gt=gt, timer=timer)
+                                     scales=scales, flip=flip, params=params, oracle=oracle, gt=gt, timer=timer,
+                                     oracle_gt_embeddings=oracle_gt_embeddings)
                 for s, d in zip(samples, dets):
                     results.extend(to_coco_results(d, s.image_id, cat_ids))
                 bar.advance(task, len(batch))

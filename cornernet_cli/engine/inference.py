@@ -99,6 +99,7 @@ def oracle_outputs(
     mode: str,
     predicted: CornerOutputs | None = None,
     ae_threshold: float = 0.5,
+    gt_embeddings: bool = True,
 ) -> CornerOutputs:
     """Ground-truth head outputs for a batch (the paper's error analysis, section 4.5).
 
@@ -106,15 +107,16 @@ def oracle_outputs(
     input_size, output_size: (height, width). Heatmaps are the training targets (gaussians of the object
     radius) as logits; embeddings are ground truth too (object j of an image gets (j + 1) * spacing at both
     its corners, spacing > ae_threshold, so grouping is exact); offsets are ground truth with mode
-    "heatmaps+offsets" and the network's (`predicted`) with mode "heatmaps". Returns CornerOutputs of
+    "heatmaps+offsets" and the network's (`predicted`) with mode "heatmaps". gt_embeddings=False keeps the
+    network's embeddings instead (the paper's setting, which measures its grouping too). Returns CornerOutputs of
     [B, C, h, w] / [B, 1, h, w] / [B, 2, h, w] on the CPU.
     """
     from cornernet_cli.targets import encode_targets
 
     if mode not in ORACLES:
         raise ValueError(f"oracle must be one of {', '.join(ORACLES)}, got {mode!r}")
-    if mode == "heatmaps" and predicted is None:
-        raise ValueError("oracle 'heatmaps' keeps the network's offsets: pass `predicted`")
+    if (mode == "heatmaps" or not gt_embeddings) and predicted is None:
+        raise ValueError("this oracle keeps some of the network's outputs: pass `predicted`")
     h, w = output_size
     b = len(gt_boxes)
     spacing = max(1.0, 2.0 * ae_threshold)
@@ -133,8 +135,11 @@ def oracle_outputs(
         tl_off, br_off = predicted.tl_off.float().cpu(), predicted.br_off.float().cpu()
     else:
         tl_off, br_off = offs["tl"].view(b, 2, h, w), offs["br"].view(b, 2, h, w)
-    return CornerOutputs(heats["tl"], heats["br"], embs["tl"].view(b, 1, h, w), embs["br"].view(b, 1, h, w),
-                         tl_off, br_off)
+    if gt_embeddings:
+        tl_emb, br_emb = embs["tl"].view(b, 1, h, w), embs["br"].view(b, 1, h, w)
+    else:
+        tl_emb, br_emb = predicted.tl_emb.float().cpu(), predicted.br_emb.float().cpu()
+    return CornerOutputs(heats["tl"], heats["br"], tl_emb, br_emb, tl_off, br_off)
 
 
 def _to_device(outputs: CornerOutputs, device: torch.device) -> CornerOutputs:
@@ -152,6 +157,7 @@ def detect_images(
     flip: bool = False,
     params: DecodeParams = DecodeParams(),
     oracle: str | None = None,
+    oracle_gt_embeddings: bool = True,
     gt: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     timer: StageTimer | None = None,
     return_outputs: bool = False,
@@ -203,6 +209,7 @@ def detect_images(
                 labels = labels + labels
             outputs = oracle_outputs(gt_in, labels, num_classes=num_classes, input_size=(in_h, in_w),
                                      output_size=boxes[0].output_size, mode=oracle, predicted=outputs,
+                                     gt_embeddings=oracle_gt_embeddings,
                                      ae_threshold=params.ae_threshold)
             outputs = _to_device(outputs, device)
         if return_outputs and not kept_outputs:
