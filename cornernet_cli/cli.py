@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cornernet_cli import __version__
 from cornernet_cli.errors import CornerNetError
@@ -133,6 +134,9 @@ def train_cmd(
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
                                                 "this much wall-clock time; --resume continues."),
+    max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
+                                                    "once training has used this much CPU time (threads summed; "
+                                                    "use --workers 0 to count data loading too)."),
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
@@ -178,7 +182,8 @@ def train_cmd(
     mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)
     result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
                    device=device, resume=resume, log_every=log_every, val_every=val_every,
-                   save_every=save_every, val_split=val_split, max_minutes=max_minutes)
+                   save_every=save_every, val_split=val_split, max_minutes=max_minutes,
+                   max_cpu_minutes=max_cpu_minutes)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
@@ -275,14 +280,18 @@ def detect_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip."),
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
+    max_side: int = typer.Option(2048, "--max-side", min=32, help="Larger images are shrunk to this longer side "
+                                 "for the network (boxes stay in image pixels)."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
+    from cornernet_cli.config import DecodeConfig
     from cornernet_cli.detect import detect, report_table
 
-    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip)
+    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
+                    params=DecodeConfig(max_side=max_side))
     console.print(report_table(report))
     for s in report.skipped:
-        Console(stderr=True).print(f"[yellow]skipped[/] {s['file']}: {s['error']}", highlight=False)
+        Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
     console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "
                   f"({report.time_ms.get('total', 0.0):.0f} ms per image)")
 
@@ -440,14 +449,14 @@ def main() -> None:
     try:
         app(prog_name="cornernet")
     except CornerNetError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
     except OSError as e:  # an unwritable --out, a full disk, a path through a file: one line naming the path
         where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "I/O"
-        Console(stderr=True).print(f"[bold red]error:[/] {where}: {e.strerror or e}", highlight=False,
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(f'{where}: {e.strerror or e}')}", highlight=False,
                                    soft_wrap=True)
         sys.exit(1)
 

@@ -97,7 +97,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Decoding and test-time settings (the paper's values)."""
+    """Decoding and post-processing settings (the paper's values). Test-time flip and scales are arguments
+    of the inference functions, not part of this."""
 
     k: int = 100
     kernel: int = 3
@@ -108,8 +109,7 @@ class DecodeConfig:
     nms_sigma: float = 0.5
     nms_iou: float = 0.5
     score_threshold: float = 0.001
-    flip: bool = True
-    scales: tuple[float, ...] = (1.0,)
+    max_side: int = 2048  # a larger input (image side x test scale) is shrunk to this; boxes stay in image pixels
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
+from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
-from cornernet_cli.engine.inference import DecodeParams, StageTimer, detect_images
+from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -152,7 +153,7 @@ def detect(
     device: str = "cpu",
     flip: bool = True,
     scales: Sequence[float] = (1.0,),
-    params: DecodeParams = DecodeParams(),
+    params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
 ) -> DetectReport:
     """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the

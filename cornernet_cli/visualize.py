@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.engine.inference import DecodeParams, detect_images
+from cornernet_cli.engine.inference import detect_images
 from cornernet_cli.errors import CornerNetError
 
 STRIDE_NOTE = "one block = one output cell"
@@ -71,6 +72,8 @@ def find_ground_truth(annotations: str | Path, image_path: Path) -> tuple[np.nda
     for f in files:
         try:
             doc = json.loads(f.read_text())
+        except RecursionError:
+            raise CornerNetError(f"--gt {f} is not readable JSON: nested too deeply") from None
         except (OSError, ValueError) as e:
             raise CornerNetError(f"--gt {f} is not readable JSON: {e}") from None
         for im in doc.get("images", []) if isinstance(doc, dict) else []:
@@ -84,12 +87,19 @@ def find_ground_truth(annotations: str | Path, image_path: Path) -> tuple[np.nda
         raise CornerNetError(f"--gt {annotations}: no image named {image_path.name} in "
                              f"{', '.join(map(str, files))}")
     _, im, doc = best
-    cats = {c["id"]: c["name"] for c in doc.get("categories", [])}
-    anns = [a for a in doc.get("annotations", []) if a.get("image_id") == im["id"]
-            and not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
-    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                      for a in anns], dtype=np.float64).reshape(-1, 4)
-    return boxes, [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
+    try:
+        cats = {c["id"]: c["name"] for c in doc.get("categories", [])}
+        anns = [a for a in doc.get("annotations", []) if a.get("image_id") == im["id"]
+                and not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                          for a in anns], dtype=np.float64).reshape(-1, 4)
+        names = [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CornerNetError(f"--gt: malformed categories or annotations for {im.get('file_name')!r} in "
+                             f"{annotations}: {type(e).__name__}: {e}") from None
+    if not np.isfinite(boxes).all():
+        raise CornerNetError(f"--gt: a box of {im.get('file_name')!r} in {annotations} is not finite")
+    return boxes, names
 
 
 def _overlay(grey: np.ndarray, red: np.ndarray, blue: np.ndarray | None = None) -> np.ndarray:
@@ -149,7 +159,7 @@ def visualize_heatmaps(
         raise CornerNetError(f"--gt classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
 
     dets, kept = detect_images(model, [image], device=device, scales=(scale,), flip=False,
-                               params=DecodeParams(), return_outputs=True)
+                               params=DecodeConfig(), return_outputs=True)
     dets = dets[0]
     outputs, letterboxes = kept[0]
     lb = letterboxes[0]

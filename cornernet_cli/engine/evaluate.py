@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
-from cornernet_cli.engine.inference import ORACLES, DecodeParams, StageTimer, detect_images
+from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.postprocess import to_coco_results
 
@@ -115,7 +116,7 @@ def evaluate_model(
     batch_size: int = 1,
     oracle: str | None = None,
     oracle_gt_embeddings: bool = True,
-    params: DecodeParams = DecodeParams(),
+    params: DecodeConfig = DecodeConfig(),
     results_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """COCO metrics of `model` on split `split` of the dataset folder `data_dir`.
@@ -189,7 +190,7 @@ def evaluate(
     max_images: int | None = None,
     oracle: str | None = None,
     out: str | Path = "results.json",
-    params: DecodeParams = DecodeParams(),
+    params: DecodeConfig = DecodeConfig(),
     progress: bool = True,
 ) -> dict[str, Any]:
     """`cornernet eval`: load `checkpoint`, evaluate, write the COCO results JSON to `out` and the metrics

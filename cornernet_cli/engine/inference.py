@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.letterbox import Letterbox
 from cornernet_cli.data.transforms import flip_boxes, flip_image, prepare_test_image
 from cornernet_cli.model.cornernet import CornerOutputs
@@ -52,21 +53,6 @@ class StageTimer:
         out = {s: 1000.0 * self.seconds[s] / n for s in STAGES}
         out["total"] = sum(out.values())
         return out
-
-
-@dataclass(frozen=True)
-class DecodeParams:
-    """Decoding and test-time settings as plain values (the paper's defaults)."""
-
-    k: int = 100
-    kernel: int = 3
-    ae_threshold: float = 0.5
-    num_dets: int = 1000
-    max_per_image: int = 100
-    nms: str = "gaussian"
-    nms_sigma: float = 0.5
-    nms_iou: float = 0.5
-    score_threshold: float = 0.001
 
 
 def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox]) -> tuple[torch.Tensor, list[Letterbox]]:
@@ -155,7 +141,7 @@ def detect_images(
     num_classes: int | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
-    params: DecodeParams = DecodeParams(),
+    params: DecodeConfig = DecodeConfig(),
     oracle: str | None = None,
     oracle_gt_embeddings: bool = True,
     gt: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -189,7 +175,7 @@ def detect_images(
     kept_outputs: list = []
     for scale in scales:
         start = timer.tick()
-        prepared = [prepare_test_image(img, float(scale)) for img in images]
+        prepared = [prepare_test_image(img, float(scale), max_side=params.max_side) for img in images]
         batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared])
         if flip:
             batch = torch.cat([batch, flip_image(batch)], dim=0)

@@ -181,13 +181,18 @@ def train(
     val_max_images: int | None = None,
     stop_at_step: int | None = None,
     max_minutes: float | None = None,
+    max_cpu_minutes: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
 
     model_cfg.num_classes is replaced by the dataset's class count. `stop_at_step` ends the run early
     (as an interruption would: resume state saved) and exists for tests and tooling. `max_minutes` ends it
-    the same way once that much wall-clock time has passed (status "time limit"; --resume continues).
+    the same way once that much wall-clock time has passed (status "time limit"; --resume continues);
+    `max_cpu_minutes` once the training steps have used that much CPU time in this process (threads summed,
+    validation excluded; with workers=0 that is all the training work), a budget that a shared machine's
+    load does not distort. metrics.jsonl records both clocks: train_min (wall) and cpu_min, cumulative
+    over resumes.
     """
     from cornernet_cli.data.coco import CocoDetection
     from cornernet_cli.data.loader import build_train_loader
@@ -235,6 +240,7 @@ def train(
     scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "fp16"))
 
     start_step, best_ap = 0, None
+    clock = {"train_s": 0.0, "cpu_s": 0.0}  # training steps only: wall and process CPU seconds
     state_path, last_path, best_path = out_dir / "state.safetensors", out_dir / "last.safetensors", \
         out_dir / "best.safetensors"
     if resume:
@@ -252,6 +258,7 @@ def train(
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
         start_step, best_ap = int(st["step"]), st.get("best_ap")
+        clock = {"train_s": float(st.get("train_s", 0.0)), "cpu_s": float(st.get("cpu_s", 0.0))}
         _set_rng_state(st["rng"])
 
     run_config = {
@@ -287,6 +294,7 @@ def train(
         save_train_state(state_path, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "best_ap": best_ap,
+            "train_s": clock["train_s"], "cpu_s": clock["cpu_s"],
             "rng": _rng_state(),
         })
         if best:
@@ -314,6 +322,7 @@ def train(
         batches = iter(loader)
         t_start = t_last = time.perf_counter()
         while step < end_step:
+            w0, c0 = time.perf_counter(), time.process_time()
             batch = next(batches)
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["image"]
@@ -341,6 +350,8 @@ def train(
             scaler.update()
             scheduler.step()
             step += 1
+            clock["train_s"] += time.perf_counter() - w0
+            clock["cpu_s"] += time.process_time() - c0
 
             now = time.perf_counter()
             window.append((now - t_last, images.shape[0] * env.world_size))
@@ -352,7 +363,8 @@ def train(
             bar.update(step, loss=loss_value, terms=values, lr=lr, images_per_s=imgs_per_s)
             if metrics_file and (step % log_every == 0 or step == end_step):
                 last_metrics = {"step": step, "loss": loss_value, **values, "lr": lr,
-                                "images_per_s": round(imgs_per_s, 3), "time": time.time()}
+                                "images_per_s": round(imgs_per_s, 3), "time": time.time(),
+                                "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
                 metrics_file.write(json.dumps(last_metrics) + "\n")
                 metrics_file.flush()
             if has_val and (step == total or (val_every and step % val_every == 0)):
@@ -361,7 +373,8 @@ def train(
                     ap = float(result.get("AP", -1.0))
                     improved = best_ap is None or ap > best_ap
                     best_ap = ap if improved else best_ap
-                    metrics_file.write(json.dumps({"step": step, "val": result}) + "\n")
+                    metrics_file.write(json.dumps({"step": step, "train_min": round(clock["train_s"] / 60, 3),
+                                                   "cpu_min": round(clock["cpu_s"] / 60, 3), "val": result}) + "\n")
                     metrics_file.flush()
                     bar.note(f"step {step}: val AP {ap:.4f} AP50 {float(result.get('AP50', -1)):.4f}"
                              + (" (best)" if improved else ""))
@@ -376,6 +389,9 @@ def train(
             if max_minutes is not None and _any_rank(time.perf_counter() - t_start > 60 * max_minutes, env, dev):
                 status = "time limit"
                 break
+            if max_cpu_minutes is not None and _any_rank(clock["cpu_s"] > 60 * max_cpu_minutes, env, dev):
+                status = "time limit"
+                break
     if status == "finished" and step < total:
         status = "stopped"
     save(step, best=(not has_val or not best_path.exists()) and status == "finished")
@@ -386,7 +402,8 @@ def train(
     if env.is_main:
         summary = {"status": status, "step": step, "iters": total, "best_ap": best_ap,
                    "images_per_s": round(imgs_per_s, 3), "world_size": env.world_size,
-                   "param_checksums": checksums, "last_metrics": last_metrics}
+                   "param_checksums": checksums, "last_metrics": last_metrics,
+                   "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if status == "finished":
             _plot_curves(out_dir)
