@@ -262,6 +262,8 @@ def read_classes(classes: str, num_classes: int) -> tuple[list[str], list[int]]:
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text)
+            except RecursionError:
+                raise CornerNetError(f"{path} is not valid JSON: nested too deeply") from None
             except ValueError as e:
                 raise CornerNetError(f"{path} is not valid JSON: {e}") from None
             if isinstance(data, dict) and isinstance(data.get("categories"), list):

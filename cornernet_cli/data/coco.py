@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def available_splits(data_dir: str | Path) -> list[str]:
     data_dir = Path(data_dir)
     found = []
     for split in SPLITS:
-        if any(ann.is_file() for ann, _ in _split_candidates(data_dir, split)):
+        if any(ann.exists() for ann, _ in _split_candidates(data_dir, split)):
             found.append(split)
     ann_dir = data_dir / "annotations"
     if ann_dir.is_dir():
@@ -63,6 +65,20 @@ def _fallback_root(data_dir: Path, root: Path, ann: Path) -> Path:
     return root
 
 
+def contained_path(root: Path, file_name: object, *, allow_parent: bool = False) -> Path | None:
+    """`root / file_name` when `file_name` is a relative path that stays inside `root` after normalising
+    "." and ".." (lexically; symlinks are not followed), else None. With `allow_parent`, ".." may lead out of
+    `root` (the prepare-data layout references source images that way) but the path must still be relative."""
+    if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
+        return None
+    rel = Path(file_name)
+    if rel.is_absolute() or rel.drive:
+        return None
+    if not allow_parent and os.path.normpath(rel).split(os.sep)[0] == "..":
+        return None
+    return root / rel
+
+
 def resolve_split(data_dir: str | Path, split: str) -> tuple[Path, Path]:
     """(annotation JSON path, image root) for `split` of the dataset folder `data_dir`.
 
@@ -76,6 +92,8 @@ def resolve_split(data_dir: str | Path, split: str) -> tuple[Path, Path]:
     if not data_dir.is_dir():
         raise CornerNetError(f"dataset folder {data_dir} does not exist")
     for ann, root in _split_candidates(data_dir, split):
+        if ann.exists() and not ann.is_file():
+            raise CornerNetError(f"{ann} is not a file (expected a COCO JSON file)")
         if ann.is_file():
             return ann, root if root.is_dir() else _fallback_root(data_dir, root, ann)
     found = available_splits(data_dir)
@@ -91,6 +109,8 @@ def load_coco(ann_path: str | Path):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(ann_path))
+    except RecursionError:
+        raise CornerNetError(f"cannot read COCO annotations {ann_path}: JSON nested too deeply") from None
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
         raise CornerNetError(f"cannot read COCO annotations {ann_path}: {type(e).__name__}: {e}") from None
 
@@ -115,9 +135,12 @@ class CocoDetection:
     out of `boxes` / `labels` (they are not training targets); images without boxes are kept.
     """
 
-    def __init__(self, ann_path: str | Path, image_root: str | Path):
+    def __init__(self, ann_path: str | Path, image_root: str | Path, *, allow_parent: bool | None = None):
         self.ann_path, self.image_root = Path(ann_path), Path(image_root)
         self.coco = load_coco(ann_path)
+        if allow_parent is None:  # COCO layouts (instances_*.json) stay inside the root; prepare-data's may not
+            allow_parent = not self.ann_path.name.startswith("instances_")
+        self._check(allow_parent)
         cats = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda c: c["id"])
         self.category_ids: list[int] = [int(c["id"]) for c in cats]
         self.class_names: list[str] = [str(c["name"]) for c in cats]
@@ -127,8 +150,41 @@ class CocoDetection:
 
     @classmethod
     def from_folder(cls, data_dir: str | Path, split: str) -> CocoDetection:
-        """The split `split` of a --data folder (see `resolve_split`)."""
+        """The split `split` of a --data folder (see `resolve_split`). In the prepare-data layout image paths
+        may lead out of the folder with ".." (to the referenced source images); in the COCO layouts
+        (annotations/instances_*.json) they must stay inside the image folder. Absolute paths are refused."""
         return cls(*resolve_split(data_dir, split))
+
+    def _check(self, allow_parent: bool) -> None:
+        """One-line CornerNetError naming the file and the value for: an image path that is absolute or
+        escapes the image root, missing image files, a bbox that is not 4 finite numbers, a category id not
+        in the categories. (Run prepare-data to drop such entries with a report instead.)"""
+        where = self.ann_path
+        missing = []
+        for info in self.coco.imgs.values():
+            name = info.get("file_name")
+            path = contained_path(self.image_root, name, allow_parent=allow_parent)
+            if path is None:
+                raise CornerNetError(f"{where}: image {info.get('id')} has file_name {name!r}: not a relative path "
+                                     f"inside the dataset root {self.image_root} (refused)")
+            if not path.is_file():
+                missing.append(path)
+        if missing:
+            raise CornerNetError(f"{where}: {len(missing)} image file(s) missing, first: {missing[0]} (prepare-data "
+                                 f"drops them with a report)")
+        cats = set(self.coco.cats)
+        for ann in self.coco.anns.values():
+            bbox = ann.get("bbox")
+            try:
+                ok = len(bbox) == 4 and all(math.isfinite(float(v)) for v in bbox)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise CornerNetError(f"{where}: annotation {ann.get('id')} has bbox {bbox!r}; expected 4 finite "
+                                     f"numbers (prepare-data drops such boxes with a report)")
+            if ann.get("category_id") not in cats:
+                raise CornerNetError(f"{where}: annotation {ann.get('id')} has category_id "
+                                     f"{ann.get('category_id')!r}, not one of the categories {sorted(cats)}")
 
     @property
     def num_classes(self) -> int:
@@ -148,7 +204,7 @@ class CocoDetection:
         return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64))
 
     def image_path(self, index: int) -> Path:
-        return self.image_root / self.coco.imgs[self.image_ids[index]]["file_name"]
+        return self.image_root / self.coco.imgs[self.image_ids[index]]["file_name"]  # checked in _check
 
     def image_size(self, index: int) -> tuple[int, int]:
         """(height, width) as written in the annotation file."""

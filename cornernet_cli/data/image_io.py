@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,8 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device (/dev/zero) would hang or never end
+            raise CornerNetError(f"cannot read image {path}: not a regular file")
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise CornerNetError(f"cannot read image {path}: {e.strerror or e}") from None

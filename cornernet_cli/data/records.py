@@ -55,6 +55,7 @@ class Problem:
 KINDS = (
     "malformed file",      # bad XML / JSON, a label line that is not 5 numbers, a value that is not a number
     "missing image",       # the annotation names an image file that does not exist
+    "path outside dataset root",  # an image path that is absolute or leads out of the source's image folder
     "unreadable image",    # the file exists but does not decode
     "size mismatch",       # the annotation's width/height disagree with the decoded image
     "zero-size box",       # x2 == x1 or y2 == y1

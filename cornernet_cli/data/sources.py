@@ -33,15 +33,17 @@ def _voc_root(source: Path) -> Path:
 
 
 def _voc_image(root: Path, stem: str, filename: str | None) -> Path:
-    if filename:
-        p = root / "JPEGImages" / filename
-        if p.exists():
-            return p
+    from cornernet_cli.data.coco import contained_path
+
+    # only a name inside JPEGImages/ is used ("../x" or "/x" falls back to the XML's stem)
+    named = contained_path(root / "JPEGImages", filename.strip()) if filename else None
+    if named is not None and named.exists():
+        return named
     for suffix in IMAGE_SUFFIXES:
         p = root / "JPEGImages" / f"{stem}{suffix}"
         if p.exists():
             return p
-    return root / "JPEGImages" / (filename or f"{stem}.jpg")
+    return named or root / "JPEGImages" / f"{stem}.jpg"
 
 
 def _parse_voc_xml(path: Path, root: Path) -> tuple[RawImage | None, list[tuple[str, RawBox]], str | None]:
@@ -239,35 +241,59 @@ def read_yolo(source: Path) -> SourceData:
 
 
 def _read_coco_json(ann_path: Path, image_root: Path, split: str, data: SourceData | None) -> SourceData:
+    from cornernet_cli.data.coco import contained_path
+
     try:
         doc = json.loads(Path(ann_path).read_text())
         cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
-        images, anns = doc["images"], doc.get("annotations", [])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        images, anns = list(doc["images"]), list(doc.get("annotations") or [])
+        cat_names, cat_ids = [str(c["name"]) for c in cats], [int(c["id"]) for c in cats]
+    except RecursionError:
+        raise CornerNetError(f"cannot read COCO annotations {ann_path}: JSON nested too deeply") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CornerNetError(f"cannot read COCO annotations {ann_path}: {type(e).__name__}: {e}") from None
     if data is None:
-        data = SourceData(class_names=[str(c["name"]) for c in cats], category_ids=[int(c["id"]) for c in cats],
-                          splits={})
+        data = SourceData(class_names=cat_names, category_ids=cat_ids, splits={})
     elif [int(c["id"]) for c in cats] != data.category_ids:
         raise CornerNetError(f"{ann_path}: categories differ from the other splits' ({len(cats)} vs "
                              f"{len(data.category_ids)} categories)")
     label_of = {cid: i for i, cid in enumerate(data.category_ids)}
     by_id: dict[int, RawImage] = {}
+    refused: set[int] = set()
     out = []
-    for info in images:
-        raw = RawImage(path=image_root / info["file_name"], where=str(ann_path), image_id=int(info["id"]),
-                       declared_size=(int(info.get("height", 0)), int(info.get("width", 0))))
+    for n, info in enumerate(images):
+        try:
+            name, image_id = info["file_name"], int(info["id"])
+            declared = (int(info.get("height") or 0), int(info.get("width") or 0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            data.problems.append(Problem(split, "malformed file", f"{ann_path} image entry {n + 1}",
+                                         f"{str(info)[:80]} (needs file_name and an integer id)", "image skipped"))
+            continue
+        path = contained_path(image_root, name)
+        if path is None:
+            data.problems.append(Problem(split, "path outside dataset root", f"{ann_path} image {image_id}",
+                                         f"file_name {name!r} is not a relative path inside {image_root}",
+                                         "image and its boxes skipped"))
+            refused.add(image_id)
+            continue
+        raw = RawImage(path=path, where=str(ann_path), image_id=image_id, declared_size=declared)
         if raw.declared_size[0] <= 0 or raw.declared_size[1] <= 0:
             raw.declared_size = None
         out.append(raw)
         by_id.setdefault(raw.image_id, raw)
     for ann in anns:
+        if not isinstance(ann, dict):
+            data.problems.append(Problem(split, "malformed file", str(ann_path), f"annotation {str(ann)[:80]}",
+                                         "skipped"))
+            continue
         where = f"{ann_path} annotation {ann.get('id')} (image {ann.get('image_id')})"
         img = by_id.get(ann.get("image_id"))
         try:
             x, y, w, h = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
             data.problems.append(Problem(split, "malformed file", where, f"bbox {ann.get('bbox')!r}", "box dropped"))
+            continue
+        if img is None and ann.get("image_id") in refused:
             continue
         if img is None:
             data.problems.append(Problem(split, "missing image", where, f"image id {ann.get('image_id')} not in images",

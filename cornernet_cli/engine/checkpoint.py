@@ -28,6 +28,9 @@ from torch import nn
 from cornernet_cli.config import ModelConfig
 from cornernet_cli.errors import CornerNetError
 
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
 FORMAT = "cornernet-checkpoint"
 FORMAT_VERSION = 1
 
@@ -47,6 +50,7 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions of any new file
     try:
         write(tmp)
         with open(tmp, "rb") as f:
