@@ -458,7 +458,7 @@ def test_checkpoint_files_get_normal_permissions(tmp_path):
 
 def _subprocess(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cornernet_cli.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+                          text=True, cwd=REPO, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_console_script_bad_checkpoint_and_unwritable_out(env):
