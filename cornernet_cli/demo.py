@@ -33,8 +33,15 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = "cpu", iters: int | None = None,
-             console: Console | None = None) -> DemoResult:
-    """Run the four steps above; reuses OUT/data when it is already there. Returns paths and metrics."""
+             console: Console | None = None, **overrides) -> DemoResult:
+    """Run the four steps above; reuses OUT/data when it is already there. Returns paths and metrics.
+
+    `overrides` replace entries of DEMO (e.g. num_train=16 for a quick check); unknown names are an error.
+    """
+    unknown = set(overrides) - set(DEMO)
+    if unknown:
+        raise ValueError(f"unknown demo settings: {', '.join(sorted(unknown))}")
+    cfg = {**DEMO, **overrides}
     from cornernet_cli.config import DataConfig, TrainConfig, model_config
     from cornernet_cli.data.synthetic import write_synthetic_dataset
     from cornernet_cli.detect import detect
@@ -48,21 +55,21 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
 
     t0 = time.perf_counter()
     if not (data_dir / "annotations" / "val.json").is_file():
-        console.print(f"[bold]1/4[/] generating {DEMO['num_train']} + {DEMO['num_val']} synthetic images "
+        console.print(f"[bold]1/4[/] generating {cfg['num_train']} + {cfg['num_val']} synthetic images "
                       f"in {data_dir}")
-        write_synthetic_dataset(data_dir, num_train=DEMO["num_train"], num_val=DEMO["num_val"],
-                                image_size=DEMO["image_size"], seed=seed)
+        write_synthetic_dataset(data_dir, num_train=cfg["num_train"], num_val=cfg["num_val"],
+                                image_size=cfg["image_size"], seed=seed)
     else:
         console.print(f"[bold]1/4[/] reusing the synthetic dataset in {data_dir}")
     minutes["data"] = (time.perf_counter() - t0) / 60
 
-    steps = iters or DEMO["iters"]
+    steps = iters or cfg["iters"]
     console.print(f"[bold]2/4[/] training the small preset for {steps} steps on {device} into {run_dir}")
     t0 = time.perf_counter()
-    tcfg = TrainConfig(batch_size=DEMO["batch_size"], iters=steps, lr=DEMO["lr"],
-                       lr_steps=(int(steps * 0.9),), warmup_iters=min(DEMO["warmup_iters"], steps // 10),
-                       grad_clip=DEMO["grad_clip"], workers=DEMO["workers"], seed=seed)
-    dcfg = dataclasses.replace(DataConfig(), input_size=DEMO["input_size"])
+    tcfg = TrainConfig(batch_size=cfg["batch_size"], iters=steps, lr=cfg["lr"],
+                       lr_steps=(int(steps * 0.9),), warmup_iters=min(cfg["warmup_iters"], steps // 10),
+                       grad_clip=cfg["grad_clip"], workers=cfg["workers"], seed=seed)
+    dcfg = dataclasses.replace(DataConfig(), input_size=cfg["input_size"])
     resume = (run_dir / "state.safetensors").is_file() and not (run_dir / "summary.json").is_file()
     result = train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config("small"), data_cfg=dcfg,
                    train_cfg=tcfg, device=device, resume=resume, log_every=25, save_every=200)
@@ -76,9 +83,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     minutes["eval"] = (time.perf_counter() - t0) / 60
     del result
 
-    console.print(f"[bold]4/4[/] detecting objects in {DEMO['num_detect']} validation images")
+    console.print(f"[bold]4/4[/] detecting objects in {cfg['num_detect']} validation images")
     t0 = time.perf_counter()
-    images = sorted((data_dir / "images" / "val").glob("*.jpg"))[: DEMO["num_detect"]]
+    images = sorted((data_dir / "images" / "val").glob("*.jpg"))[: cfg["num_detect"]]
     report = detect(images, checkpoint=checkpoint, out=out / "detections", device=device)
     minutes["detect"] = (time.perf_counter() - t0) / 60
     return DemoResult(out_dir=out, data_dir=data_dir, checkpoint=checkpoint, metrics=metrics,
