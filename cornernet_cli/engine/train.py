@@ -369,7 +369,11 @@ def train(
                 metrics_file.flush()
             if has_val and (step == total or (val_every and step % val_every == 0)):
                 if env.is_main:
-                    result = validate(step)
+                    try:
+                        result = validate(step)
+                    except BaseException:
+                        save(step)  # a failing validation must not lose the training done so far
+                        raise
                     ap = float(result.get("AP", -1.0))
                     improved = best_ap is None or ap > best_ap
                     best_ap = ap if improved else best_ap
