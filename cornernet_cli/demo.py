@@ -16,9 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-# The demo's settings: small images so that a CPU trains the `small` preset to a usable detector in
-# a few minutes (see docs/recipes.md for the measured AP and time).
-DEMO = dict(image_size=128, num_train=1000, num_val=100, input_size=128, batch_size=8, iters=700, lr=2e-3,
+# The demo's settings: small images so that a CPU trains the `small` preset in minutes. Measured (see
+# docs/recipes.md): AP50 0.744 on the synthetic val split after 1300 steps, 8.2 CPU-minutes of training.
+DEMO = dict(image_size=128, num_train=1000, num_val=100, input_size=128, batch_size=8, iters=1300, lr=2e-3,
             warmup_iters=50, grad_clip=10.0, workers=1, num_detect=4)
 
 
