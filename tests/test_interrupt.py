@@ -92,13 +92,21 @@ WRITER = textwrap.dedent("""
 """)
 
 
+READER = textwrap.dedent("""
+    import json, sys
+    from safetensors import safe_open
+    with safe_open(sys.argv[1], framework="pt") as f:
+        i = json.loads(f.metadata()["extra"])["i"]
+        ballast = f.get_tensor("ballast")
+    print(json.dumps([i, float(ballast.min()), float(ballast.max())]))
+""")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL of a subprocess, Linux")
 def test_sigkill_during_checkpoint_writes_leaves_old_or_new_file(tmp_path):
     """A child saves a ~48 MB checkpoint in a loop; it is SIGKILLed at several moments, mostly mid-write.
     Each time the file on disk reads completely (safetensors header + every tensor) and holds one save's
     tensors throughout (its `i` matches the ballast values)."""
-    from safetensors import safe_open
-
     target = tmp_path / "ck.safetensors"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -112,11 +120,13 @@ def test_sigkill_during_checkpoint_writes_leaves_old_or_new_file(tmp_path):
         proc.send_signal(signal.SIGKILL)
         rest = proc.communicate(timeout=60)[0].split()
         saved = [int(first)] + [int(v) for v in rest]
-        with safe_open(str(target), framework="pt") as f:
-            i = json.loads(f.metadata()["extra"])["i"]
-            ballast = f.get_tensor("ballast")
+        # read in a child: a 48 MB tensor read here would leave torch / safetensors state in the test process
+        check = subprocess.run([sys.executable, "-c", READER, str(target)], capture_output=True, text=True,
+                               env=ENV, timeout=60)
+        assert check.returncode == 0, check.stderr
+        i, low, high = json.loads(check.stdout)
         assert i in (saved[-1], saved[-1] + 1)  # the last reported save, or one finished just before the kill
-        assert float(ballast.min()) == float(ballast.max()) == i
+        assert low == high == i
         last_i = i
         leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("ck.safetensors", "writer.py")]
         # hidden temp files (ours: .ck.safetensors.*.tmp; safetensors' own: .tmp*) never pass for a checkpoint
