@@ -242,20 +242,22 @@ def render_markdown(report: dict[str, Any]) -> str:
         if len(names) < 2 and not any(VARIANTS[n].oracle for n in names):
             continue
         lines += [f"## {title}", "",
-                  "| variant | change | steps | train min | img/s | " + " | ".join(METRIC_COLUMNS) + " | paper AP |",
-                  "|---|---|--:|--:|--:|" + "--:|" * len(METRIC_COLUMNS) + "--:|"]
+                  "| variant | change | steps | train min | CPU min | img/s | " + " | ".join(METRIC_COLUMNS)
+                  + " | paper AP |",
+                  "|---|---|--:|--:|--:|--:|" + "--:|" * len(METRIC_COLUMNS) + "--:|"]
         for n in names:
             v, r = VARIANTS[n], rows.get(n)
             if r is None:
-                cells = ["pending"] * 3 + [""] * len(METRIC_COLUMNS)
+                cells = ["pending"] * 4 + [""] * len(METRIC_COLUMNS)
             else:
                 trained = rows.get(n if v.oracle is None else "baseline", {})
                 cells = [str(trained.get("steps", "-")),
                          f"{trained['train_seconds'] / 60:.1f}" if trained.get("train_seconds") is not None else "-",
+                         f"{trained['cpu_min']:.1f}" if trained.get("cpu_min") is not None else "-",
                          f"{trained['images_per_s']:.1f}" if trained.get("images_per_s") else "-",
                          *(_pct(r["metrics"].get(c)) for c in METRIC_COLUMNS)]
                 if v.oracle:
-                    cells[:3] = ["(baseline)"] * 3
+                    cells[:4] = ["(baseline)"] * 4
             lines.append(f"| {n} | {v.change} | " + " | ".join(cells) + f" | {v.paper_ap} |")
         lines.append("")
     if any(VARIANTS[n].oracle for n in report["selected"]):
@@ -265,6 +267,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _write_report(s: Settings, selected: list[str], results: dict[str, dict], machine: dict, date: str) -> dict:
+    for name, row in results.items():  # training CPU time (threads summed, validation excluded) from the run
+        cpu_min = (_read_json(s.out_dir / name / "summary.json") or {}).get("cpu_min")
+        if cpu_min is not None:
+            row["cpu_min"] = cpu_min
     report = {
         "settings": {"data": str(s.data_dir), "split": s.split, "preset": s.preset, "iters": s.iters,
                      "minutes_per_variant": s.minutes, "batch_size": s.batch_size, "input_size": s.input_size,

@@ -60,6 +60,22 @@ def test_resume_is_exact(syn, tmp_path):
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
+def test_resume_with_state_older_than_last(syn, tmp_path):
+    """A kill between the two renames of a save leaves last.safetensors one save ahead of the resume state:
+    resuming must still end bit-identical to a straight run (the state carries its own weights)."""
+    import shutil
+
+    _run(syn, tmp_path / "a", iters=20)
+    _run(syn, tmp_path / "b", iters=20, stop=5)
+    shutil.copy(tmp_path / "b" / "state.safetensors", tmp_path / "state5.safetensors")
+    _run(syn, tmp_path / "b", iters=20, stop=10, resume=True)
+    shutil.copy(tmp_path / "state5.safetensors", tmp_path / "b" / "state.safetensors")  # last is at step 10
+    assert _run(syn, tmp_path / "b", iters=20, resume=True).step == 20
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_run_folder_contents(syn, tmp_path):
     result = _run(syn, tmp_path / "r", iters=6, val_dir=syn, val_every=3, log_every=2)
     files = {p.name for p in (tmp_path / "r").iterdir()}

@@ -5,7 +5,8 @@ Run folder (`out_dir`):
     metrics.jsonl        one JSON object per logged step and per validation
     last.safetensors     the latest model checkpoint (cornernet checkpoint format)
     best.safetensors     the best model by validation AP (the final model when there is no validation split)
-    state.safetensors    the resume state: optimiser, scheduler, GradScaler, step, RNG states (no pickle)
+    state.safetensors    the resume state: weights, optimiser, scheduler, GradScaler, step, RNG states (no pickle),
+                         self-contained so that one atomic write holds everything --resume needs
     curves.png           loss terms and AP over steps (needs matplotlib)
     summary.json         how the run ended: status, step, best AP, images/s, per-rank weight checksums
 
@@ -251,8 +252,11 @@ def train(
         if meta["model_config"] != model_cfg:
             raise CornerNetError(f"--resume: {last_path} was trained with a different model configuration "
                                  f"({meta['model_config']}) than asked for ({model_cfg})")
-        load_state(model, {k: v.to(dev) for k, v in ckpt_state.items()}, last_path)
         st = load_train_state(state_path)
+        # The weights saved with the optimiser state, so a kill between writing last.safetensors and
+        # state.safetensors cannot pair weights and optimiser moments from different steps.
+        weights = st.get("model", ckpt_state)
+        load_state(model, {k: v.to(dev) for k, v in weights.items()}, state_path if "model" in st else last_path)
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
@@ -292,6 +296,7 @@ def train(
         meta_extra = {**extra_meta, "step": step}
         save_checkpoint(last_path, model, class_names=class_names, category_ids=category_ids, extra=meta_extra)
         save_train_state(state_path, {
+            "model": model.state_dict(),  # the resume state is self-contained: one atomic file
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "best_ap": best_ap,
             "train_s": clock["train_s"], "cpu_s": clock["cpu_s"],
