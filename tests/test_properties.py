@@ -17,7 +17,7 @@ from cornernet_cli.data.convert import prepare_data
 from cornernet_cli.decode import decode
 from cornernet_cli.targets import encode_targets
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 coord = st.floats(min_value=-20, max_value=90) | st.sampled_from([math.nan, math.inf, -math.inf])
 
 
