@@ -186,7 +186,11 @@ def build_train_loader(data_dir, split: str = "train", *, input_size: int = 511,
     dataset = build_train_dataset(base, input_size=input_size, data_cfg=data_cfg, radius_mode=radius_mode,
                                   **overrides)
     sampler = SeededInfiniteSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, start=start)
+    # Workers are spawned, not forked: a fork after torch / OpenCV thread pools have run in this process can
+    # inherit a held lock and hang the worker forever (seen with the tests). Spawning costs a second or two
+    # once per run (the workers persist).
     return DataLoader(_Seeded(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, worker_init_fn=_worker_init if workers > 0 else None,
                       pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
+                      multiprocessing_context="spawn" if workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))
