@@ -8,7 +8,7 @@ The defaults are the paper's values (Law & Deng 2018, see ../shared/DESIGN.md).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,6 @@ class TrainConfig:
     channels_last: bool = False
     workers: int = 4
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # Per-preset defaults of `cornernet train` (anything given on the command line wins).

@@ -175,14 +175,16 @@ def _worker_init(worker_id: int) -> None:
 def build_train_loader(data_dir, split: str = "train", *, input_size: int = 511, batch_size: int = 1,
                        workers: int = 0, seed: int = 0, radius_mode: str = "object", rank: int = 0,
                        world_size: int = 1, start: int = 0, data_cfg=None, pin_memory: bool = False,
-                       **overrides) -> DataLoader:
+                       base: CocoDetection | None = None, **overrides) -> DataLoader:
     """An endless DataLoader of training batches (dicts with BATCH_KEYS) for `split` of the --data folder.
 
     Iterate it with `batches = iter(loader)` and `next(batches)` once per step; it never ends. Rank `rank` of
     `world_size` sees its shard of every epoch; `start` skips this rank's first `start` samples (resume).
-    The batches depend only on `seed` (and start / rank / world_size), not on `workers`.
+    The batches depend only on `seed` (and start / rank / world_size), not on `workers`. `base`: the split
+    already loaded as a CocoDetection (then `data_dir` / `split` are not read again).
     """
-    base = CocoDetection.from_folder(data_dir, split)
+    if base is None:  # a caller that already loaded the split passes it, so the JSON is read once
+        base = CocoDetection.from_folder(data_dir, split)
     dataset = build_train_dataset(base, input_size=input_size, data_cfg=data_cfg, radius_mode=radius_mode,
                                   **overrides)
     sampler = SeededInfiniteSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, start=start)

@@ -282,7 +282,7 @@ def train(
     loader = build_train_loader(
         data_dir, train_split, input_size=data_cfg.input_size, batch_size=tc.batch_size, workers=tc.workers,
         seed=tc.seed, radius_mode=data_cfg.radius_mode, rank=env.rank, world_size=env.world_size,
-        start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda")
+        start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda", base=base)
 
     has_val = val_dir is not None
     total = tc.iters
