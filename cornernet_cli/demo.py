@@ -71,8 +71,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
                        grad_clip=cfg["grad_clip"], workers=cfg["workers"], seed=seed)
     dcfg = dataclasses.replace(DataConfig(), input_size=cfg["input_size"])
     resume = (run_dir / "state.safetensors").is_file() and not (run_dir / "summary.json").is_file()
-    result = train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config("small"), data_cfg=dcfg,
-                   train_cfg=tcfg, device=device, resume=resume, log_every=25, save_every=200)
+    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config("small"), data_cfg=dcfg,
+          train_cfg=tcfg, device=device, resume=resume, log_every=25, save_every=200)
     minutes["train"] = (time.perf_counter() - t0) / 60
     checkpoint = run_dir / "best.safetensors"
 
@@ -81,7 +81,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     metrics = evaluate(checkpoint=checkpoint, data_dir=data_dir, split="val", device=device, flip=True,
                        out=out / "eval" / "results.json", progress=False)
     minutes["eval"] = (time.perf_counter() - t0) / 60
-    del result
 
     console.print(f"[bold]4/4[/] detecting objects in {cfg['num_detect']} validation images")
     t0 = time.perf_counter()
