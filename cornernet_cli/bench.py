@@ -189,9 +189,9 @@ def bench_corner_pool(*, shape: tuple[int, ...] = (4, 128, 64, 64), repeats: int
 
 # ---- `cornernet bench`: the whole model ----------------------------------------------------------------
 
-METRICS = ("forward_ms", "forward_flip_ms", "decode_ms", "soft_nms_ms", "detect_ms", "train_images_per_s",
+METRICS = ("forward_ms", "forward_flip_ms", "decode_ms", "soft_nms_ms", "detect_ms", "detect_noflip_ms",
+           "train_images_per_s",
            "data_images_per_s", "peak_memory_mb")
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _sync(device: torch.device) -> None:
@@ -319,12 +319,12 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     - soft_nms_ms: `merge_detections` (gaussian soft-NMS, top 100) of one image's flip pair of decoded boxes
       (up to 2 x 1000; the count is soft_nms_boxes);
     - detect_ms: `detect_images` (letterbox, forward with flip, decode, soft-NMS) on one image_size (h, w)
-      synthetic image, with the per-stage split in detect_stages_ms;
+      synthetic image, with the per-stage split in detect_stages_ms; detect_noflip_ms the same without flip;
     - train_images_per_s: Adam step of CornerNetLoss (all stacks) at batch_size x S x S, synthetic targets;
     - data_images_per_s: TrainDataset samples per second on one worker thread (see bench_data);
     - peak_memory_mb: see peak_memory_mb (CUDA: max of the inference and training phases, each reported too).
-    amp: off | bf16 | fp16 (autocast; CUDA mainly; on the CPU only bf16 is allowed); channels_last: default True
-    on CUDA. Returns a JSON-ready dict with the settings, the environment and load averages per phase.
+    amp: off | bf16 | fp16 (autocast; CUDA mainly; on the CPU only bf16 is allowed); channels_last: default True.
+    Returns a JSON-ready dict with the settings, the environment and load averages per phase.
     """
     from cornernet_cli.decode import decode
     from cornernet_cli.engine.inference import StageTimer, detect_images
@@ -333,25 +333,23 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     from cornernet_cli.model import build_model
     from cornernet_cli.postprocess import merge_detections
 
-    if amp not in AMP_DTYPES:
-        raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
+    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype, autocast as _autocast
+
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
     if dev.type not in ("cpu", "cuda"):
         raise CornerNetError(f"--device must be cpu or cuda, got {device!r}", 2)
-    if dev.type == "cpu" and amp == "fp16":
-        raise CornerNetError("--amp fp16 needs --device cuda (use bf16 or off on the CPU)", 2)
     if channels_last is None:
-        channels_last = dev.type == "cuda"
-    amp_dtype = AMP_DTYPES[amp]
+        channels_last = True
+    amp_dtype = _amp_dtype(amp, dev)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
 
     def autocast():
-        return torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+        return _autocast(dev, amp_dtype)
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     result: dict = {"settings": {"preset": preset, "device": str(dev), "input_size": input_size,
@@ -406,13 +404,14 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         timer = StageTimer()
         load["detect"] = os.getloadavg()[0]
 
-        def detect_once():
-            with autocast():
-                detect_images(net, [picture], device=dev, num_classes=num_classes, flip=True, timer=timer)
+        def detect_once(flip: bool, timer: StageTimer):
+            detect_images(net, [picture], device=dev, num_classes=num_classes, flip=flip, timer=timer, amp=amp)
 
-        result["detect_ms"] = median_ms(detect_once, repeats=repeats, warmup=warmup, device=dev)
+        result["detect_ms"] = median_ms(lambda: detect_once(True, timer), repeats=repeats, warmup=warmup, device=dev)
         stages = timer.per_image_ms()  # means over warm-up and repeats
         result["detect_stages_ms"] = {k: v for k, v in stages.items() if k != "total"}
+        result["detect_noflip_ms"] = median_ms(lambda: detect_once(False, StageTimer()), repeats=repeats,
+                                               warmup=warmup, device=dev)
         if dev.type == "cuda":
             result["peak_memory_inference_mb"] = peak_memory_mb(dev)
             torch.cuda.reset_peak_memory_stats(dev)
@@ -472,6 +471,7 @@ def results_table(result: dict):
         ("soft-NMS", f"{result['soft_nms_ms']:.2f} ms", f"{result['soft_nms_boxes']} boxes"),
         ("detect", f"{result['detect_ms']:.1f} ms/image", f"{w} x {h} image, flip; " + ", ".join(
             f"{k} {v:.0f}" for k, v in result["detect_stages_ms"].items())),
+        ("detect, no flip", f"{result['detect_noflip_ms']:.1f} ms/image", f"{w} x {h} image"),
         ("training step", f"{result['train_images_per_s']:.2f} images/s", f"{result['train_step_ms']:.0f} ms/step"),
         ("data pipeline", f"{result['data_images_per_s']:.1f} images/s", "one worker; " + result["data"]),
         ("peak memory", f"{result['peak_memory_mb']:.0f} MiB",

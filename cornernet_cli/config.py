@@ -128,7 +128,7 @@ class TrainConfig:
     push_weight: float = 0.1
     offset_weight: float = 1.0
     amp: str = "off"  # off | bf16 | fp16
-    channels_last: bool = False
+    channels_last: bool = True  # 1.1-1.3x faster convolutions on the CPU (oneDNN) and on GPUs
     workers: int = 4
     seed: int = 0
 

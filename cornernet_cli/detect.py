@@ -155,14 +155,18 @@ def detect(
     scales: Sequence[float] = (1.0,),
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
+    amp: str = "off",
 ) -> DetectReport:
     """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the
     newest runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
 
-    Only detections with score >= threshold are drawn and written. Returns a DetectReport.
+    Only detections with score >= threshold are drawn and written. amp: the network's autocast (off | bf16 |
+    fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
     """
     from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.precision import amp_dtype
 
+    amp_dtype(amp, device)  # a bad --amp fails before any work
     ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
     model, meta = load_model(ckpt, device=device)
     names, cat_ids = meta["class_names"], meta["category_ids"]
@@ -176,7 +180,8 @@ def detect(
     dev = torch.device(device)
 
     def run(image: np.ndarray) -> np.ndarray:
-        dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer)[0]
+        dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer,
+                               amp=amp)[0]
         return dets[dets[:, 4] >= threshold]
 
     for path in paths:

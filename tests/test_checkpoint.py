@@ -27,6 +27,11 @@ def test_round_trip_same_outputs_bit_for_bit(tmp_path):
     assert meta["class_names"] == ["a", "b", "c"] and meta["category_ids"] == [1, 7, 42]
     assert meta["extra"] == {"step": 5} and meta["model_config"] == model.config
     assert not loaded.training
+    for (ka, a), (kb, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert ka == kb and torch.equal(a, b)
+    # load_model leaves the weights channels_last; in the same memory format the outputs are bit-identical
+    assert loaded.backbone.stem[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 61, 90)
     with torch.no_grad():
         for a, b in zip(model(x)[0], loaded(x)[0]):

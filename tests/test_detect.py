@@ -78,3 +78,29 @@ def test_draw_detections_draws_boxes():
     out = draw_detections(image, np.array([[10, 20, 40, 50, 0.9, 1]]), ["a", "b"])
     assert (out != image).any() and (image == 128).all()
     assert (out[35, 10] != 128).any() and (out[35, 25] == 128).all()  # the left edge, not the inside
+
+
+def test_bf16_autocast_on_cpu_matches_fp32_and_bad_amp_is_one_line(trained, tmp_path):
+    """--amp bf16 runs the network in bfloat16 on the CPU and decodes in fp32: the same top detections as
+    fp32 up to bf16 rounding; --amp fp16 on the CPU and unknown values are refused before any work."""
+    import torch
+
+    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.inference import detect_images
+
+    data, ckpt = trained
+    model, _ = load_model(ckpt)
+    image = cv2.imread(str(data / "images" / "val" / "000001.jpg"))
+    fp32 = detect_images(model, [image], flip=True)[0]
+    bf16 = detect_images(model, [image], flip=True, amp="bf16")[0]
+    assert fp32.dtype == bf16.dtype and fp32.shape[1] == bf16.shape[1] == 6 and len(bf16) > 0
+    # the best box survives bf16 (scores of an untrained net are close, so compare the best, loosely)
+    assert abs(float(fp32[0, 4]) - float(bf16[0, 4])) < 0.05
+    with torch.inference_mode():
+        heads = model(torch.zeros(1, 3, 64, 64))[-1]
+    assert all(t.dtype == torch.float32 for t in heads)
+    for amp, word in (("fp16", "needs --device cuda"), ("fp8", "--amp must be")):
+        r = CliRunner().invoke(app, ["detect", str(data / "images" / "val"), "--checkpoint", str(ckpt), "--out",
+                                     str(tmp_path / amp), "--amp", amp])
+        assert isinstance(r.exception, CornerNetError) and r.exception.exit_code == 2 and word in str(r.exception)
+        assert not (tmp_path / amp).exists()

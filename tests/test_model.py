@@ -86,3 +86,44 @@ def test_gradients_reach_the_stem():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("resnet-50")
+
+
+@pytest.mark.parametrize("in_ch, size", [(3, 17), (8, 64), (12, 33), (32, 20)])
+def test_pointwise_conv_equals_strided_conv_in_both_memory_formats(in_ch, size):
+    """The stride-2 1x1 shortcut (subsample, then 1x1) gives the values and gradients of a strided 1x1 conv,
+    also channels_last with < 16 input channels, where oneDNN's strided kernel corrupts the heap (torch 2.13)."""
+    from cornernet_cli.model.hourglass import PointwiseConv
+
+    torch.manual_seed(0)
+    conv = PointwiseConv(in_ch, 16, stride=2)
+    x64 = torch.randn(2, in_ch, size, size + 3, dtype=torch.float64)
+    w64 = conv.weight.detach().double().requires_grad_()
+    x_ref = x64.clone().requires_grad_()
+    ref = torch.nn.functional.conv2d(x_ref, w64, stride=2)
+    g = torch.randn_like(ref)
+    (ref * g).sum().backward()
+    ref = ref.detach()
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        c = PointwiseConv(in_ch, 16, stride=2)
+        c.load_state_dict(conv.state_dict())
+        c = c.to(memory_format=fmt)
+        x = x64.float().contiguous(memory_format=fmt).requires_grad_()
+        y = c(x)
+        (y * g.float()).sum().backward()
+        assert y.shape == ref.shape
+        torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.grad.double(), x_ref.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_trains_channels_last_on_cpu():
+    """A full forward + backward of the tiny preset (8-channel stem) in channels_last: no crash, finite grads."""
+    from cornernet_cli.bench import _synthetic_batch
+    from cornernet_cli.losses import CornerNetLoss
+
+    torch.manual_seed(0)
+    model = build_model("tiny", 2).to(memory_format=torch.channels_last)
+    batch = _synthetic_batch(batch_size=2, input_size=64, num_classes=2, seed=0)
+    loss, _ = CornerNetLoss()(model(batch["image"].contiguous(memory_format=torch.channels_last)), batch)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

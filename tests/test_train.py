@@ -165,3 +165,27 @@ def test_ddp_two_gloo_processes(syn, tmp_path):
     assert not list(out.glob(".*.tmp"))
     model, meta = load_model(out / "last.safetensors")
     assert meta["extra"]["step"] == 4
+
+
+def test_cpu_bf16_and_contiguous_training_run(syn, tmp_path):
+    """--amp bf16 on the CPU trains (finite loss, weights move, amp recorded); --no-channels-last trains too;
+    --amp fp16 on the CPU is refused with one line before the run folder is made."""
+    import dataclasses
+
+    def run(out, **over):
+        return train(data_dir=syn, out_dir=out, model_cfg=model_config("tiny"), data_cfg=DataConfig(input_size=64),
+                     train_cfg=dataclasses.replace(TrainConfig(batch_size=2, iters=3, lr=1e-3, lr_steps=(15,),
+                                                               warmup_iters=0, workers=0, seed=3), **over),
+                     device="cpu", save_every=1000, progress=False)
+
+    bf16 = run(tmp_path / "bf16", amp="bf16")
+    assert bf16.status == "finished" and bf16.step == 3
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["train"]["amp"] == "bf16"
+    flat = run(tmp_path / "flat", channels_last=False)
+    assert flat.status == "finished"
+    a, b = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("bf16", "flat"))
+    assert all(torch.isfinite(v).all() for v in a.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    with pytest.raises(CornerNetError, match="fp16 needs --device cuda"):
+        run(tmp_path / "fp16", amp="fp16")
+    assert not (tmp_path / "fp16").exists()

@@ -154,13 +154,15 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from a checkpoint alone. Returns (model in eval mode on `device`, meta)."""
+    """Rebuild the model from a checkpoint alone. Returns (model in eval mode on `device`, meta).
+
+    The weights are in channels_last memory format (faster convolutions on the CPU and on GPUs)."""
     from cornernet_cli.model.cornernet import CornerNet
 
     state, meta = read_checkpoint(path)
     model = CornerNet.from_config(meta["model_config"])
     load_state(model, state, path)
-    return model.to(device).eval(), meta
+    return model.to(device, memory_format=torch.channels_last).eval(), meta
 
 
 # ---- resume state (optimiser, scheduler, scaler, step, RNG), also safetensors -------------------------

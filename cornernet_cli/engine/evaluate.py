@@ -118,6 +118,7 @@ def evaluate_model(
     oracle_gt_embeddings: bool = True,
     params: DecodeConfig = DecodeConfig(),
     results_path: str | Path | None = None,
+    amp: str = "off",
 ) -> dict[str, Any]:
     """COCO metrics of `model` on split `split` of the dataset folder `data_dir`.
 
@@ -125,7 +126,8 @@ def evaluate_model(
     dataset's classes are used). class_names: the model's classes in head order (matched to the dataset by
     name, see `class_mapping`; the dataset's category ids are written, so `category_ids` is only a fallback
     and may be None). flip / scales: test-time augmentation; max_images: evaluate the first N images only;
-    batch_size: images per forward pass; results_path: also write the COCO results JSON there.
+    batch_size: images per forward pass; results_path: also write the COCO results JSON there; amp: the
+    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
@@ -161,7 +163,7 @@ def evaluate_model(
                 gt = [(s.boxes, s.labels) for s in samples] if oracle else None
                 dets = detect_images(model, [s.image for s in samples], device=device, num_classes=len(class_names),
                                      scales=scales, flip=flip, params=params, oracle=oracle, gt=gt, timer=timer,
-                                     oracle_gt_embeddings=oracle_gt_embeddings)
+                                     oracle_gt_embeddings=oracle_gt_embeddings, amp=amp)
                 for s, d in zip(samples, dets):
                     results.extend(to_coco_results(d, s.image_id, cat_ids))
                 bar.advance(task, len(batch))
@@ -171,7 +173,8 @@ def evaluate_model(
     image_ids = [dataset.image_ids[i] for i in range(count)]
     metrics = coco_metrics(dataset.coco, results, image_ids) if count else {m: -1.0 for m in METRICS}
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
-                    "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle})
+                    "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
+                    "amp": amp})
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))
@@ -192,12 +195,15 @@ def evaluate(
     out: str | Path = "results.json",
     params: DecodeConfig = DecodeConfig(),
     progress: bool = True,
+    amp: str = "off",
 ) -> dict[str, Any]:
     """`cornernet eval`: load `checkpoint`, evaluate, write the COCO results JSON to `out` and the metrics
     to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and "metrics_file"
     paths."""
     from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.precision import amp_dtype
 
+    amp_dtype(amp, device)  # a bad --amp fails before any work
     model, names = None, None
     if checkpoint is not None:
         model, meta = load_model(checkpoint, device=device)
@@ -208,7 +214,7 @@ def evaluate(
     try:
         metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
                                  max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,
-                                 params=params, results_path=out)
+                                 params=params, results_path=out, amp=amp)
     except CornerNetError as e:
         raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
     out = Path(out)

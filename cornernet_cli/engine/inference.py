@@ -128,6 +128,14 @@ def oracle_outputs(
     return CornerOutputs(heats["tl"], heats["br"], tl_emb, br_emb, tl_off, br_off)
 
 
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last when the model's convolution weights are (as `load_model` leaves them), else contiguous."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _to_device(outputs: CornerOutputs, device: torch.device) -> CornerOutputs:
     return CornerOutputs(*(t.to(device) for t in outputs))
 
@@ -147,6 +155,7 @@ def detect_images(
     gt: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     timer: StageTimer | None = None,
     return_outputs: bool = False,
+    amp: str = "off",
 ) -> list[np.ndarray] | tuple[list[np.ndarray], list]:
     """Detect objects in a batch of BGR uint8 images [H_i, W_i, 3] (any sizes).
 
@@ -156,12 +165,16 @@ def detect_images(
     oracle / gt: replace the head outputs by ground truth built from gt[i] = (boxes [N, 4] image pixels,
     labels [N]) (see `oracle_outputs`).
     Returns one [N_i, 6] array per image: x1, y1, x2, y2 (image pixels, clipped), score, class; sorted by
-    score, at most params.max_per_image. With return_outputs, also the per-scale list of
+    score, at most params.max_per_image. amp: run the network under autocast (off | bf16 | fp16, see
+    `cornernet_cli.engine.precision`); the heads are decoded in fp32. With return_outputs, also the per-scale list of
     (CornerOutputs on the CPU, Letterboxes) for the first scale's batch (for visualisation).
     """
     from cornernet_cli.decode import decode
 
+    from cornernet_cli.engine.precision import amp_dtype, autocast
+
     device = torch.device(device)
+    dtype = amp_dtype(amp, device)
     timer = timer if timer is not None else StageTimer()
     timer.device = device
     if model is None and oracle != "heatmaps+offsets":
@@ -180,10 +193,14 @@ def detect_images(
         if flip:
             batch = torch.cat([batch, flip_image(batch)], dim=0)
         if model is not None:
-            batch = batch.to(device, non_blocking=True)
+            batch = batch.to(device, non_blocking=True).contiguous(memory_format=_memory_format(model))
         start = timer.add("preprocess", start)
 
-        outputs = model(batch)[-1] if model is not None else None
+        outputs = None
+        if model is not None:
+            with autocast(device, dtype):
+                outputs = model(batch)[-1]
+            outputs = CornerOutputs(*(t.float() for t in outputs))
         start = timer.add("network", start)
 
         if oracle is not None:

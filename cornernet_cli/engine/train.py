@@ -206,6 +206,10 @@ def train(
     dev = resolve_device(device, env0.local_rank)
     env = init_distributed(dev)
     tc = train_cfg
+    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype, autocast
+
+    amp = tc.amp
+    amp_dtype = _amp_dtype(amp, dev)  # bf16 also on the CPU (opt-in); fp16 needs CUDA
 
     base = CocoDetection.from_folder(data_dir, train_split)
     class_names, category_ids = list(base.class_names), list(base.category_ids)
@@ -236,8 +240,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
                                        gamma=tc.lr_gamma))
-    amp = tc.amp if dev.type == "cuda" else "off"
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "fp16"))
 
     start_step, best_ap = 0, None
@@ -333,7 +335,7 @@ def train(
             images = batch["image"]
             if tc.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(dev, amp_dtype):
                 outputs = ddp_model(images)
             outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
             loss, terms = criterion(outputs, batch)

@@ -84,9 +84,9 @@ class CornerPrediction(nn.Module):
 
     def forward(self, cnv: torch.Tensor) -> CornerOutputs:
         tl, br = self.tl_pool(cnv), self.br_pool(cnv)
-        return CornerOutputs(
-            self.tl_heat(tl), self.br_heat(br), self.tl_emb(tl), self.br_emb(br), self.tl_off(tl), self.br_off(br)
-        )
+        heads = (self.tl_heat(tl), self.br_heat(br), self.tl_emb(tl), self.br_emb(br), self.tl_off(tl), self.br_off(br))
+        # a channels_last network gives channels_last heads; the loss and the decode flatten them (small copies)
+        return CornerOutputs(*(h.contiguous() for h in heads))
 
 
 class CornerNet(nn.Module):

@@ -23,6 +23,19 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (no bias) with a stride, computed as subsampling then a stride-1 1x1 convolution: the
+    same values and parameters, but it avoids oneDNN's strided 1x1 weight-gradient kernel, which corrupts the
+    heap in channels_last with fewer than 16 input channels (torch 2.13 CPU; crashes the `tiny` preset)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__(in_ch, out_ch, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        return F.conv2d(x[..., :: s[0], :: s[1]] if s != (1, 1) else x, self.weight)
+
+
 class Residual(nn.Module):
     """3x3 conv-BN-ReLU, 3x3 conv-BN, plus a 1x1 conv-BN shortcut when stride or width changes; ReLU."""
 
@@ -33,7 +46,7 @@ class Residual(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.skip = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            nn.Sequential(PointwiseConv(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
             if stride != 1 or in_ch != out_ch
             else nn.Identity()
         )
