@@ -75,14 +75,21 @@ def prepare_data_cmd(
     num_val: int = typer.Option(50, "--num-val", min=0, help="Synthetic: validation images."),
     image_size: int = typer.Option(256, "--image-size", min=32, help="Synthetic: image side in pixels."),
     num_classes: int = typer.Option(4, "--num-classes", min=1, help="Synthetic: shape classes (1..6)."),
+    sizes: str = typer.Option("20,120", "--sizes", help="Synthetic: range of an object's side sqrt(w*h) at "
+                              "256 px, scaled with --image-size."),
+    max_iou: float = typer.Option(0.4, "--max-iou", min=0.0, max=1.0, help="Synthetic: largest IoU between two "
+                                  "objects (0: no overlaps; the demo's data)."),
 ) -> None:
     """Convert VOC / YOLO / COCO (or generate synthetic shapes) into a validated dataset folder for --data."""
     from cornernet_cli.data.convert import prepare_data, synthetic_report
     from cornernet_cli.data.report import print_report
 
     if format == "synthetic":
+        lo_hi = _parse_floats(sizes, "--sizes")
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+            raise CornerNetError(f"--sizes takes LOW,HIGH with LOW <= HIGH, got {sizes!r}", 2)
         report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                  num_classes=num_classes, seed=seed)
+                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou)
     else:
         if source is None:
             raise CornerNetError(f"--source is required for --format {format}", exit_code=2)

@@ -25,3 +25,18 @@ def test_demo_rejects_unknown_settings(tmp_path):
 
     with pytest.raises(ValueError, match="unknown demo settings: bogus"):
         run_demo(tmp_path, bogus=1)
+
+
+def test_demo_reuses_its_data_only_when_the_settings_match(tmp_path):
+    from cornernet_cli.data.synthetic import write_synthetic_dataset
+    from cornernet_cli.demo import _same_synthetic_data
+
+    gen = dict(image_size=64, seed=0, sizes=(20, 120), max_iou=0.0)
+    assert not _same_synthetic_data(tmp_path, gen, 3, 2)  # nothing there yet
+    write_synthetic_dataset(tmp_path, num_train=3, num_val=2, **gen)
+    assert _same_synthetic_data(tmp_path, gen, 3, 2)
+    assert not _same_synthetic_data(tmp_path, {**gen, "max_iou": 0.4}, 3, 2)
+    assert not _same_synthetic_data(tmp_path, {**gen, "seed": 1}, 3, 2)
+    assert not _same_synthetic_data(tmp_path, gen, 4, 2)
+    (tmp_path / "annotations" / "val.json").write_text("{not json")
+    assert not _same_synthetic_data(tmp_path, gen, 3, 2)

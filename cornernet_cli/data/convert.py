@@ -140,12 +140,13 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
 
 
 def synthetic_report(out: str | Path, *, num_train: int = 200, num_val: int = 50, image_size: int = 256,
-                     num_classes: int = 4, seed: int = 0) -> PrepareReport:
+                     num_classes: int = 4, seed: int = 0, sizes: tuple[float, float] = (20, 120),
+                     max_iou: float = 0.4) -> PrepareReport:
     """Generate the synthetic shapes dataset into `out` (see data/synthetic.py) and summarise it."""
     from cornernet_cli.data.synthetic import write_synthetic_dataset
 
     docs = write_synthetic_dataset(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                   num_classes=num_classes, seed=seed)
+                                   num_classes=num_classes, seed=seed, sizes=sizes, max_iou=max_iou)
     names = next(iter(docs.values()))["categories"] if docs else []
     results = []
     for split, doc in docs.items():

@@ -76,8 +76,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def generate_image(rng: np.random.Generator, *, image_size: int = 256, num_classes: int = 4,
-                   max_objects: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image: (BGR uint8 [S, S, 3], boxes [N, 4] float32 x1, y1, x2, y2 pixels, labels [N] int64 in [0, K))."""
+                   max_objects: int = 6, sizes: tuple[float, float] = (20, 120),
+                   max_iou: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image: (BGR uint8 [S, S, 3], boxes [N, 4] float32 x1, y1, x2, y2 pixels, labels [N] int64 in [0, K)).
+
+    sizes: the range of an object's side (the geometric mean of width and height) at 256 x 256, scaled with
+    the image; max_iou: the largest IoU of a new object's box with an earlier one (0: no overlaps; an object
+    that finds no place in 20 tries is left out)."""
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
     names = list(SHAPES)[:num_classes]
@@ -88,13 +93,13 @@ def generate_image(rng: np.random.Generator, *, image_size: int = 256, num_class
     for _ in range(int(rng.integers(1, max_objects + 1))):
         label = int(rng.integers(num_classes))
         for _attempt in range(20):
-            side = rng.uniform(20, 120) * unit
+            side = rng.uniform(*sizes) * unit
             aspect = math.exp(rng.uniform(-0.7, 0.7))
             w = int(np.clip(round(side * math.sqrt(aspect)), 8, size - 2))
             h = int(np.clip(round(side / math.sqrt(aspect)), 8, size - 2))
             x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
             cand = np.array([x, y, x + w, y + h], dtype=np.float64)
-            if not boxes or _iou(cand, np.array(boxes)).max() <= 0.4:
+            if not boxes or _iou(cand, np.array(boxes)).max() <= max_iou:
                 break
         else:
             continue
@@ -111,11 +116,13 @@ def generate_image(rng: np.random.Generator, *, image_size: int = 256, num_class
 
 
 def write_synthetic_dataset(out: str | Path, *, num_train: int = 200, num_val: int = 50, image_size: int = 256,
-                            num_classes: int = 4, seed: int = 0) -> dict[str, dict]:
+                            num_classes: int = 4, seed: int = 0, max_objects: int = 6,
+                            sizes: tuple[float, float] = (20, 120), max_iou: float = 0.4) -> dict[str, dict]:
     """Write a dataset folder: out/images/{train,val}/NNNNNN.jpg and out/annotations/{train,val}.json.
 
     Image i of a split is drawn from the seed (seed, split, i), so the same seed gives the same images whatever
-    the counts. Category ids 1..K named after the shapes. Returns the COCO dicts per split.
+    the counts. Category ids 1..K named after the shapes; max_objects, sizes and max_iou as in `generate_image`.
+    Returns the COCO dicts per split.
     """
     out = Path(out)
     names = list(SHAPES)[:num_classes]
@@ -131,7 +138,8 @@ def write_synthetic_dataset(out: str | Path, *, num_train: int = 200, num_val: i
         images, anns = [], []
         for i in range(count):
             image, boxes, labels = generate_image(np.random.default_rng([seed, split_no, i]), image_size=image_size,
-                                                  num_classes=num_classes)
+                                                  num_classes=num_classes, max_objects=max_objects, sizes=sizes,
+                                                  max_iou=max_iou)
             name = f"images/{split}/{i:06d}.jpg"
             write_image(out / name, image)
             images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
@@ -139,7 +147,8 @@ def write_synthetic_dataset(out: str | Path, *, num_train: int = 200, num_val: i
                 w, h = box[2] - box[0], box[3] - box[1]
                 anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": label + 1,
                              "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
-        doc = {"info": {"description": "cornernet synthetic shapes", "seed": seed, "image_size": image_size},
+        doc = {"info": {"description": "cornernet synthetic shapes", "seed": seed, "image_size": image_size,
+                        "max_objects": max_objects, "sizes": [float(v) for v in sizes], "max_iou": float(max_iou)},
                "images": images, "annotations": anns,
                "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
         (out / "annotations").mkdir(parents=True, exist_ok=True)
