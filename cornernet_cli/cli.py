@@ -141,6 +141,12 @@ def train_cmd(
     save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
+    random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training augmentation: each crop "
+                                                "covers (input size x s) image pixels, s drawn from these, "
+                                                "resized to the input (paper: 0.6,0.7,...,1.3). Values around "
+                                                "2 train at half resolution."),
+    val_scales: str = typer.Option("1", "--val-scales", help="Test scales of the periodic validation, e.g. 0.5 "
+                                   "with --random-scales around 2."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
                                                 "this much wall-clock time; --resume continues."),
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
@@ -186,8 +192,11 @@ def train_cmd(
         warmup_iters=warmup if warmup is not None else d["warmup_iters"],
         grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
         channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
+        val_scales=_parse_floats(val_scales, "--val-scales"),
     )
     dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius)
+    if random_scales is not None:
+        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
     mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)
     result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
                    device=device, resume=resume, log_every=log_every, val_every=val_every,

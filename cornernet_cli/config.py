@@ -129,6 +129,7 @@ class TrainConfig:
     offset_weight: float = 1.0
     amp: str = "off"  # off | bf16 | fp16
     channels_last: bool = True  # 1.1-1.3x faster convolutions on the CPU (oneDNN) and on GPUs
+    val_scales: tuple[float, ...] = (1.0,)  # test scales of the periodic validation (no flip)
     workers: int = 4
     seed: int = 0
 

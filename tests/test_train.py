@@ -189,3 +189,25 @@ def test_cpu_bf16_and_contiguous_training_run(syn, tmp_path):
     with pytest.raises(CornerNetError, match="fp16 needs --device cuda"):
         run(tmp_path / "fp16", amp="fp16")
     assert not (tmp_path / "fp16").exists()
+
+
+def test_cli_random_scales_and_val_scales_reach_the_run(syn, tmp_path):
+    """--random-scales sets the crop scales of the augmentation, --val-scales the periodic validation's test
+    scales; both are in config.json, and a validation at scale 0.5 runs; bad lists are one-line errors."""
+    from typer.testing import CliRunner
+
+    from cornernet_cli.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--data", str(syn), "--preset", "tiny", "--input-size", "64",
+                                 "--batch-size", "2", "--iters", "2", "--workers", "0", "--device", "cpu",
+                                 "--random-scales", "1.5,2", "--val-scales", "0.5", "--val-every", "2",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["random_scales"] == [1.5, 2.0] and config["train"]["val_scales"] == [0.5]
+    vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val" in v and v["val"]["scales"] == [0.5] for v in vals)
+    r = CliRunner().invoke(app, ["train", "--data", str(syn), "--preset", "tiny", "--val-scales", "0,x",
+                                 "--out", str(tmp_path / "bad")])
+    assert isinstance(r.exception, CornerNetError) and "--val-scales" in str(r.exception)

@@ -313,7 +313,8 @@ def train(
 
         model.eval()
         result = evaluate_model(model, val_dir, val_split, device=dev, class_names=class_names,
-                                category_ids=category_ids, flip=False, max_images=val_max_images,
+                                category_ids=category_ids, flip=False, scales=tuple(tc.val_scales),
+                                max_images=val_max_images,
                                 progress=False)
         model.train()
         return result
