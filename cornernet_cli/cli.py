@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -257,8 +258,8 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise CornerNetError(f"{option} takes comma-separated numbers, got {text!r}", 2) from None
-    if not values or any(v <= 0 for v in values):
-        raise CornerNetError(f"{option} takes positive numbers, got {text!r}", 2)
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise CornerNetError(f"{option} takes positive finite numbers, got {text!r}", 2)
     return values
 
 

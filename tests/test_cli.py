@@ -52,3 +52,15 @@ def test_console_script_user_error_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: bad thing in /x/y.json: value 3"
     assert "Traceback" not in proc.stderr
+
+
+def test_number_lists_reject_nan_inf_and_non_positive():
+    import pytest
+
+    from cornernet_cli.cli import _parse_floats
+    from cornernet_cli.errors import CornerNetError
+
+    assert _parse_floats("0.5, 1,1.5", "--scales") == (0.5, 1.0, 1.5)
+    for bad in ("nan", "1,inf", "-1", "0", "x", ""):
+        with pytest.raises(CornerNetError, match="--scales"):
+            _parse_floats(bad, "--scales")

@@ -168,24 +168,32 @@ def test_ddp_two_gloo_processes(syn, tmp_path):
 
 
 def test_cpu_bf16_and_contiguous_training_run(syn, tmp_path):
-    """--amp bf16 on the CPU trains (finite loss, weights move, amp recorded); --no-channels-last trains too;
-    --amp fp16 on the CPU is refused with one line before the run folder is made."""
+    """--amp bf16 on the CPU trains (finite weights that moved from the initial ones and differ from the fp32
+    run's, amp recorded); --no-channels-last trains too; --amp fp16 on the CPU is refused with one line before
+    the run folder is made."""
     import dataclasses
+
+    from cornernet_cli.model.cornernet import CornerNet
+
+    base = TrainConfig(batch_size=2, iters=3, lr=1e-3, lr_steps=(15,), warmup_iters=0, workers=0, seed=3)
 
     def run(out, **over):
         return train(data_dir=syn, out_dir=out, model_cfg=model_config("tiny"), data_cfg=DataConfig(input_size=64),
-                     train_cfg=dataclasses.replace(TrainConfig(batch_size=2, iters=3, lr=1e-3, lr_steps=(15,),
-                                                               warmup_iters=0, workers=0, seed=3), **over),
-                     device="cpu", save_every=1000, progress=False)
+                     train_cfg=dataclasses.replace(base, **over), device="cpu", save_every=1000, progress=False)
 
-    bf16 = run(tmp_path / "bf16", amp="bf16")
-    assert bf16.status == "finished" and bf16.step == 3
+    assert run(tmp_path / "bf16", amp="bf16").step == 3
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["train"]["amp"] == "bf16"
-    flat = run(tmp_path / "flat", channels_last=False)
-    assert flat.status == "finished"
-    a, b = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("bf16", "flat"))
-    assert all(torch.isfinite(v).all() for v in a.values())
-    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert run(tmp_path / "fp32").status == "finished"
+    assert run(tmp_path / "flat", channels_last=False).status == "finished"
+    bf16, fp32, flat = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("bf16", "fp32", "flat"))
+    torch.manual_seed(base.seed)
+    init = CornerNet.from_config(model_config("tiny", 4)).state_dict()
+    floats = [k for k in bf16 if bf16[k].is_floating_point()]
+    assert all(torch.isfinite(bf16[k]).all() for k in floats)
+    assert any(not torch.equal(bf16[k], init[k]) for k in floats)  # it trained
+    assert any(not torch.equal(fp32[k], init[k]) for k in floats)
+    assert any(not torch.equal(bf16[k], fp32[k]) for k in floats)  # and bf16 did change the arithmetic
+    assert all(torch.isfinite(flat[k]).all() for k in floats)
     with pytest.raises(CornerNetError, match="fp16 needs --device cuda"):
         run(tmp_path / "fp16", amp="fp16")
     assert not (tmp_path / "fp16").exists()

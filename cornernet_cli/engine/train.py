@@ -260,6 +260,10 @@ def train(
         weights = st.get("model", ckpt_state)
         load_state(model, {k: v.to(dev) for k, v in weights.items()}, state_path if "model" in st else last_path)
         optimizer.load_state_dict(st["optimizer"])
+        for param, state in optimizer.state.items():  # moments in the parameter's memory format, as in a straight run
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    state[key] = torch.empty_like(param).copy_(value)
         scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
@@ -314,7 +318,7 @@ def train(
         model.eval()
         result = evaluate_model(model, val_dir, val_split, device=dev, class_names=class_names,
                                 category_ids=category_ids, flip=False, scales=tuple(tc.val_scales),
-                                max_images=val_max_images,
+                                max_images=val_max_images, amp=amp,
                                 progress=False)
         model.train()
         return result

@@ -33,7 +33,7 @@ class PointwiseConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        return F.conv2d(x[..., :: s[0], :: s[1]] if s != (1, 1) else x, self.weight)
+        return F.conv2d(x[..., :: s[0], :: s[1]] if s != (1, 1) else x, self.weight, self.bias)
 
 
 class Residual(nn.Module):
