@@ -328,12 +328,12 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     """
     from cornernet_cli.decode import decode
     from cornernet_cli.engine.inference import StageTimer, detect_images
+    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype
+    from cornernet_cli.engine.precision import autocast as _autocast
     from cornernet_cli.errors import CornerNetError
     from cornernet_cli.losses import CornerNetLoss
     from cornernet_cli.model import build_model
     from cornernet_cli.postprocess import merge_detections
-
-    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype, autocast as _autocast
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -170,7 +170,6 @@ def detect_images(
     (CornerOutputs on the CPU, Letterboxes) for the first scale's batch (for visualisation).
     """
     from cornernet_cli.decode import decode
-
     from cornernet_cli.engine.precision import amp_dtype, autocast
 
     device = torch.device(device)

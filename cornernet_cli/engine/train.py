@@ -206,7 +206,8 @@ def train(
     dev = resolve_device(device, env0.local_rank)
     env = init_distributed(dev)
     tc = train_cfg
-    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype, autocast
+    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype
+    from cornernet_cli.engine.precision import autocast
 
     amp = tc.amp
     amp_dtype = _amp_dtype(amp, dev)  # bf16 also on the CPU (opt-in); fp16 needs CUDA
