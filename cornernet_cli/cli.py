@@ -163,11 +163,12 @@ def train_cmd(
 
     from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig, TrainConfig, model_config
     from cornernet_cli.data.coco import available_splits
+    from cornernet_cli.engine.precision import AMP_DTYPES
     from cornernet_cli.engine.train import train
 
     if preset not in PRESETS:
         raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
-    if amp not in ("off", "bf16", "fp16"):
+    if amp not in AMP_DTYPES:  # the device (and so whether fp16 is allowed) is resolved later, in train()
         raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
     if radius not in ("object", "fixed", "none"):
         raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
