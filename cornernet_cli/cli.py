@@ -115,7 +115,7 @@ def train_cmd(
                                        "has a val split)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
     preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104 (the paper), "
-                               "hourglass-52, small (CPU), tiny (tests)."),
+                               "hourglass-52, small (CPU), small-fast (CPU, half the FLOPs), tiny (tests)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size "
                                              "(paper: 511; small: 256)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step per process "
@@ -126,10 +126,15 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4)."),
     lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Comma-separated steps where lr is "
                                            "divided by 10 (default: 90% of the steps)."),
+    lr_schedule: str = typer.Option("step", "--lr-schedule", help="step: lr / 10 at each of --lr-steps (the "
+                                    "paper); cosine: cosine decay from --lr to 0 at the last step."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16 (CUDA, or a CPU with native bf16 such as "
                             "AVX512-BF16/AMX), fp16 (CUDA, with a GradScaler) or off (fp32)."),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving average "
+                              "of the weights with this decay (e.g. 0.999; 0: off); validation and the saved "
+                              "checkpoints use the averaged weights."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
                                        help="channels_last memory format (faster convolutions on CPU and GPU)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
@@ -170,6 +175,8 @@ def train_cmd(
         raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
     if amp not in AMP_DTYPES:  # the device (and so whether fp16 is allowed) is resolved later, in train()
         raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
+    if lr_schedule not in ("step", "cosine"):
+        raise CornerNetError(f"--lr-schedule must be step or cosine, got {lr_schedule!r}", 2)
     if radius not in ("object", "fixed", "none"):
         raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
     if not data.is_dir():
@@ -194,7 +201,7 @@ def train_cmd(
         warmup_iters=warmup if warmup is not None else d["warmup_iters"],
         grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
         channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
-        val_scales=_parse_floats(val_scales, "--val-scales"),
+        val_scales=_parse_floats(val_scales, "--val-scales"), lr_schedule=lr_schedule, ema=ema,
     )
     dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius)
     if random_scales is not None:
@@ -411,7 +418,8 @@ def demo_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, tiny."),
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, "
+                               "small-fast, tiny."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),

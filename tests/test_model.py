@@ -15,7 +15,16 @@ def test_small_preset_under_5m():
     assert sum(p.numel() for p in build_model("small", 80).parameters()) <= 5_000_000
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_small_fast_is_small_with_narrower_prediction_modules():
+    fast, small = build_model("small-fast", 3), build_model("small", 3)
+    assert sum(p.numel() for p in fast.parameters()) < sum(p.numel() for p in small.parameters())
+    # the backbone is the same network: identical parameter shapes up to the last hourglass
+    hg = lambda m: {k: v.shape for k, v in m.state_dict().items() if k.startswith("backbone.hourglasses")}  # noqa: E731
+    assert hg(fast) == hg(small)
+    assert fast.config.head_channels == 32 and fast.config.cnv_channels == 64
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "small-fast"])
 @pytest.mark.parametrize("size", [(127, 127), (255, 383), (96, 200), (33, 17)])
 def test_output_shapes_cpu_presets(preset, size):
     model = build_model(preset, num_classes=5)

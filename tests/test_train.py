@@ -219,3 +219,68 @@ def test_cli_random_scales_and_val_scales_reach_the_run(syn, tmp_path):
     r = CliRunner().invoke(app, ["train", "--data", str(syn), "--preset", "tiny", "--val-scales", "0,x",
                                  "--out", str(tmp_path / "bad")])
     assert isinstance(r.exception, CornerNetError) and "--val-scales" in str(r.exception)
+
+
+def test_cosine_schedule():
+    f = [lr_factor(s, warmup_iters=0, lr_steps=(), gamma=0.1, schedule="cosine", total=8) for s in range(9)]
+    assert f[0] == 1.0 and f[4] == pytest.approx(0.5) and f[8] == pytest.approx(0.0)
+    assert f[2] == pytest.approx((1 + 2 ** -0.5) / 2)  # cos(pi/4)
+    assert all(a > b for a, b in zip(f, f[1:]))
+    warm = lr_factor(1, warmup_iters=4, lr_steps=(), gamma=0.1, schedule="cosine", total=8)
+    assert warm == pytest.approx(0.5 * f[1])
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(0, warmup_iters=0, lr_steps=(), gamma=0.1, schedule="linear", total=8)
+
+
+def test_ema_matches_a_hand_average():
+    """build_ema against the ramped-decay formula computed by hand over a few updates, buffers included."""
+    from cornernet_cli.engine.ema import build_ema, ema_decay
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = build_ema(net, 0.5)
+    expected = {k: v.clone().double() for k, v in net.state_dict().items() if v.is_floating_point()}
+    ema.update_parameters(net)  # the first update copies
+    for n in range(1, 5):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net.train()(torch.randn(4, 3))  # moves the BatchNorm running statistics
+        d = ema_decay(n, 0.5)
+        for k, v in net.state_dict().items():
+            if k in expected:
+                expected[k] = d * expected[k] + (1 - d) * v.double()
+        ema.update_parameters(net)
+    assert [ema_decay(n, 0.999) for n in (0, 1, 100)] == pytest.approx([0.1, 2 / 11, 101 / 110])
+    got = ema.module.state_dict()
+    for k, v in expected.items():
+        assert torch.allclose(got[k].double(), v, atol=1e-6), k
+    assert int(got["1.num_batches_tracked"]) == int(net.state_dict()["1.num_batches_tracked"])
+    # and the average is not the live network
+    assert not torch.allclose(got["0.weight"], net.state_dict()["0.weight"])
+
+
+def test_ema_run_saves_averaged_weights_and_resumes_exactly(syn, tmp_path):
+    def run(out, **kw):
+        return train(data_dir=syn, out_dir=out, model_cfg=model_config("tiny"), data_cfg=DataConfig(input_size=64),
+                     train_cfg=TrainConfig(batch_size=2, iters=12, lr=1e-3, lr_schedule="cosine", warmup_iters=2,
+                                           ema=0.9, workers=0, seed=3),
+                     device="cpu", save_every=1000, progress=False, **kw)
+
+    run(tmp_path / "a")
+    run(tmp_path / "b", stop_at_step=5)
+    run(tmp_path / "b", resume=True)
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # last.safetensors holds the average, the resume state holds the live weights and the average
+    from cornernet_cli.engine.checkpoint import load_train_state
+
+    st = load_train_state(tmp_path / "a" / "state.safetensors")
+    assert st["ema_n"] == 12
+    assert all(torch.equal(st["ema"][k], a[k]) for k in a)
+    assert any(not torch.equal(st["model"][k], a[k]) for k in a if a[k].is_floating_point())
+    with pytest.raises(CornerNetError, match="--ema"):
+        train(data_dir=syn, out_dir=tmp_path / "b", model_cfg=model_config("tiny"),
+              data_cfg=DataConfig(input_size=64), train_cfg=TrainConfig(batch_size=2, iters=14, workers=0, seed=3),
+              device="cpu", resume=True, progress=False)

@@ -103,9 +103,18 @@ def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
 # ---- schedule ------------------------------------------------------------------------------------------
 
 
-def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float) -> float:
-    """Linear warm-up from 1/warmup to 1 over `warmup_iters`, then x gamma at each step in `lr_steps`."""
+def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float,
+              schedule: str = "step", total: int = 0) -> float:
+    """The learning-rate multiplier at `step`: a linear warm-up from 1/warmup to 1 over `warmup_iters`, times
+
+    - `step` (the paper): gamma ** (number of `lr_steps` reached);
+    - `cosine`: 0.5 * (1 + cos(pi * step / total)), from 1 at step 0 to 0 at `total` (`lr_steps` unused).
+    """
     warm = min(1.0, (step + 1) / warmup_iters) if warmup_iters > 0 else 1.0
+    if schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
+    if schedule != "step":
+        raise ValueError(f"lr schedule must be step or cosine, got {schedule!r}")
     return warm * gamma ** sum(step >= s for s in lr_steps)
 
 
@@ -240,8 +249,15 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
-                                       gamma=tc.lr_gamma))
+                                       gamma=tc.lr_gamma, schedule=tc.lr_schedule, total=tc.iters))
     scaler = torch.amp.GradScaler(dev.type, enabled=(amp == "fp16"))
+    ema = None
+    if tc.ema > 0:
+        from cornernet_cli.engine.ema import build_ema
+
+        ema = build_ema(model, tc.ema)
+    # What validation, last.safetensors and best.safetensors hold: the averaged weights when --ema is on.
+    eval_model = ema.module if ema is not None else model
 
     start_step, best_ap = 0, None
     clock = {"train_s": 0.0, "cpu_s": 0.0}  # training steps only: wall and process CPU seconds
@@ -266,6 +282,13 @@ def train(
                 if torch.is_tensor(value) and value.shape == param.shape:
                     state[key] = torch.empty_like(param).copy_(value)
         scheduler.load_state_dict(st["scheduler"])
+        if ema is None and "ema" in st:
+            raise CornerNetError(f"--resume: {state_path} was saved with --ema; resume with the same --ema")
+        if ema is not None:
+            if "ema" not in st:
+                raise CornerNetError(f"--resume: {state_path} was saved without --ema; resume without it")
+            load_state(ema.module, {k: v.to(dev) for k, v in st["ema"].items()}, state_path)
+            ema.n_averaged.fill_(int(st["ema_n"]))
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
         start_step, best_ap = int(st["step"]), st.get("best_ap")
@@ -301,23 +324,26 @@ def train(
         if not env.is_main:
             return
         meta_extra = {**extra_meta, "step": step}
-        save_checkpoint(last_path, model, class_names=class_names, category_ids=category_ids, extra=meta_extra)
+        save_checkpoint(last_path, eval_model, class_names=class_names, category_ids=category_ids,
+                        extra=meta_extra)
+        ema_state = {"ema": ema.module.state_dict(), "ema_n": int(ema.n_averaged)} if ema is not None else {}
         save_train_state(state_path, {
             "model": model.state_dict(),  # the resume state is self-contained: one atomic file
+            **ema_state,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "best_ap": best_ap,
             "train_s": clock["train_s"], "cpu_s": clock["cpu_s"],
             "rng": _rng_state(),
         })
         if best:
-            save_checkpoint(best_path, model, class_names=class_names, category_ids=category_ids,
+            save_checkpoint(best_path, eval_model, class_names=class_names, category_ids=category_ids,
                             extra=meta_extra)
 
     def validate(step: int) -> dict[str, Any]:
         from cornernet_cli.engine.evaluate import evaluate_model
 
-        model.eval()
-        result = evaluate_model(model, val_dir, val_split, device=dev, class_names=class_names,
+        eval_model.eval()
+        result = evaluate_model(eval_model, val_dir, val_split, device=dev, class_names=class_names,
                                 category_ids=category_ids, flip=False, scales=tuple(tc.val_scales),
                                 max_images=val_max_images, amp=amp,
                                 progress=False)
@@ -362,6 +388,8 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             clock["train_s"] += time.perf_counter() - w0
             clock["cpu_s"] += time.process_time() - c0
