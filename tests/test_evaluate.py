@@ -163,3 +163,30 @@ def test_images_without_detections_and_empty_results(tmp_path):
     empty = coco_metrics(ds.coco, [], ds.image_ids)
     assert empty["AP"] == 0.0 and empty["AR100"] == 0.0 and empty["APl"] == -1.0
     assert np.allclose(list(empty["per_class"].values()), 0.0)
+
+
+def test_per_class_ap50_against_a_hand_worked_case(tmp_path):
+    """Class 1 found exactly (AP50 1, AP 1); class 2 found with IoU 0.6 (AP50 1, but only the thresholds .50, .55
+    and .60 of ten pass: AP 0.3); the summary AP50 is their mean."""
+    from cornernet_cli.data.coco import CocoDetection
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_train=0, num_val=2, image_size=128, num_classes=2, seed=5)
+    ann = data / "annotations" / "val.json"
+    doc = json.loads(ann.read_text())
+    doc["annotations"] = [
+        {"id": 1, "image_id": doc["images"][0]["id"], "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500,
+         "iscrowd": 0},
+        {"id": 2, "image_id": doc["images"][1]["id"], "category_id": 2, "bbox": [20, 20, 50, 50], "area": 2500,
+         "iscrowd": 0},
+    ]
+    ann.write_text(json.dumps(doc))
+    ds = CocoDetection.from_folder(data, "val")
+    # IoU of [20, 20, 50, 50] and [20, 20, 50, 30] (x, y, w, h) = 1500 / 2500 = 0.6
+    results = [{"image_id": doc["images"][0]["id"], "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
+               {"image_id": doc["images"][1]["id"], "category_id": 2, "bbox": [20, 20, 50, 30], "score": 0.8}]
+    m = coco_metrics(ds.coco, results, ds.image_ids)
+    names = [c["name"] for c in doc["categories"]]
+    assert m["per_class_AP50"] == pytest.approx({names[0]: 1.0, names[1]: 1.0})
+    assert m["per_class"] == pytest.approx({names[0]: 1.0, names[1]: 0.3})
+    assert m["AP50"] == pytest.approx(1.0) and m["AP"] == pytest.approx(0.65)

@@ -81,13 +81,15 @@ def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict
         ev.accumulate()
         ev.summarize()
     out: dict[str, Any] = {name: float(v) for name, v in zip(METRICS, ev.stats)}
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
-    per_class = {}
+    precision = ev.eval["precision"]  # [T, R, K, A, M]; T: IoU thresholds .50, .55, ..., .95
+    per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[coco_gt.cats[cat_id]["name"]] = float(p.mean()) if p.size else -1.0
+        name = coco_gt.cats[cat_id]["name"]
+        for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
+            p = p[p > -1]
+            table[name] = float(p.mean()) if p.size else -1.0
     out["per_class"] = per_class
+    out["per_class_AP50"] = per_class50
     return out
 
 
@@ -237,8 +239,10 @@ def metrics_tables(metrics: dict[str, Any]) -> list:
     per_class = Table(title="AP per class")
     per_class.add_column("class")
     per_class.add_column("AP", justify="right")
+    per_class.add_column("AP50", justify="right")
+    ap50 = metrics.get("per_class_AP50", {})
     for name, ap in sorted(metrics.get("per_class", {}).items(), key=lambda kv: -kv[1]):
-        per_class.add_row(name, _fmt(ap))
+        per_class.add_row(name, _fmt(ap), _fmt(ap50.get(name, -1.0)))
 
     timing = Table(title="time per image (ms)")
     t = metrics.get("time_ms", {})
