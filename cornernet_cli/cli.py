@@ -132,6 +132,10 @@ def train_cmd(
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16 (CUDA, or a CPU with native bf16 such as "
                             "AVX512-BF16/AMX), fp16 (CUDA, with a GradScaler) or off (fp32)."),
+    pull_weight: float = typer.Option(0.1, "--pull-weight", min=0.0, help="Weight of the embedding pull loss "
+                                      "(paper: 0.1)."),
+    push_weight: float = typer.Option(0.1, "--push-weight", min=0.0, help="Weight of the embedding push loss "
+                                      "(paper: 0.1); larger values separate crowded objects of one class more."),
     ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving average "
                               "of the weights with this decay (e.g. 0.999; 0: off); validation and the saved "
                               "checkpoints use the averaged weights."),
@@ -202,6 +206,7 @@ def train_cmd(
         grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
         channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
         val_scales=_parse_floats(val_scales, "--val-scales"), lr_schedule=lr_schedule, ema=ema,
+        pull_weight=pull_weight, push_weight=push_weight,
     )
     dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius)
     if random_scales is not None:

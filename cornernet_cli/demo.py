@@ -21,7 +21,7 @@ from rich.console import Console
 # (docs/recipes.md): AP50 0.952 on the val split (with flip) after 1200 steps, 4.4 minutes on 2 idle cores.
 DEMO = dict(image_size=128, sizes=(20, 120), max_iou=0.0, num_train=1000, num_val=100, input_size=128,
             batch_size=8, iters=1200, lr=2e-3, warmup_iters=50, grad_clip=10.0, augment=False, amp="off",
-            workers=1, num_detect=4)
+            workers=1, num_detect=4, preset="small", lr_schedule="step", ema=0.0)
 
 
 @dataclass
@@ -86,18 +86,19 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     minutes["data"] = (time.perf_counter() - t0) / 60
 
     steps = iters or cfg["iters"]
-    console.print(f"[bold]2/4[/] training the small preset for {steps} steps on {device} into {run_dir}")
+    console.print(f"[bold]2/4[/] training the {cfg['preset']} preset for {steps} steps on {device} into {run_dir}")
     t0 = time.perf_counter()
     tcfg = TrainConfig(batch_size=cfg["batch_size"], iters=steps, lr=cfg["lr"],
                        lr_steps=(int(steps * 0.9),), warmup_iters=min(cfg["warmup_iters"], steps // 10),
-                       grad_clip=cfg["grad_clip"], workers=cfg["workers"], seed=seed, amp=cfg["amp"])
+                       grad_clip=cfg["grad_clip"], workers=cfg["workers"], seed=seed, amp=cfg["amp"],
+                       lr_schedule=cfg["lr_schedule"], ema=cfg["ema"])
     dcfg = dataclasses.replace(DataConfig(), input_size=cfg["input_size"])
     if not cfg["augment"]:  # flips only: the synthetic train and val images come from one distribution
         dcfg = dataclasses.replace(dcfg, random_scales=(1.0,), color_jitter=0.0, lighting=0.0)
     # an interrupted demo continues, unless its data was just (re)generated: then it starts afresh
     resume = (not regenerated and (run_dir / "state.safetensors").is_file()
               and not (run_dir / "summary.json").is_file())
-    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config("small"), data_cfg=dcfg,
+    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config(cfg["preset"]), data_cfg=dcfg,
           train_cfg=tcfg, device=device, resume=resume, log_every=25, save_every=200)
     minutes["train"] = (time.perf_counter() - t0) / 60
     checkpoint = run_dir / "best.safetensors"

@@ -284,3 +284,22 @@ def test_ema_run_saves_averaged_weights_and_resumes_exactly(syn, tmp_path):
         train(data_dir=syn, out_dir=tmp_path / "b", model_cfg=model_config("tiny"),
               data_cfg=DataConfig(input_size=64), train_cfg=TrainConfig(batch_size=2, iters=14, workers=0, seed=3),
               device="cpu", resume=True, progress=False)
+
+
+def test_cli_ema_schedule_and_embedding_weights_reach_the_run(syn, tmp_path):
+    from typer.testing import CliRunner
+
+    from cornernet_cli.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--data", str(syn), "--preset", "tiny", "--input-size", "64",
+                                 "--batch-size", "2", "--iters", "3", "--workers", "0", "--device", "cpu",
+                                 "--ema", "0.99", "--lr-schedule", "cosine", "--pull-weight", "0.5",
+                                 "--push-weight", "0.7", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    t = json.loads((out / "config.json").read_text())["train"]
+    assert (t["ema"], t["lr_schedule"], t["pull_weight"], t["push_weight"]) == (0.99, "cosine", 0.5, 0.7)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0 at the last step
+    r = CliRunner().invoke(app, ["train", "--data", str(syn), "--lr-schedule", "linear", "--out", str(tmp_path / "b")])
+    assert isinstance(r.exception, CornerNetError) and "--lr-schedule" in str(r.exception)
