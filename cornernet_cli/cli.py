@@ -155,6 +155,12 @@ def train_cmd(
                                                 "covers (input size x s) image pixels, s drawn from these, "
                                                 "resized to the input (paper: 0.6,0.7,...,1.3). Values around "
                                                 "2 train at half resolution."),
+    vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training augmentation: probability of "
+                                "a top-bottom mirror (not in the paper; for images with no up direction, such as "
+                                "microscopy or aerial images)."),
+    transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training augmentation: "
+                                    "probability of swapping x and y; with the flips, random 90-degree rotations "
+                                    "(not in the paper)."),
     val_scales: str = typer.Option("1", "--val-scales", help="Test scales of the periodic validation, e.g. 0.5 "
                                    "with --random-scales around 2."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
@@ -208,7 +214,7 @@ def train_cmd(
         val_scales=_parse_floats(val_scales, "--val-scales"), lr_schedule=lr_schedule, ema=ema,
         pull_weight=pull_weight, push_weight=push_weight,
     )
-    dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius)
+    dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius, vflip=vflip, transpose=transpose)
     if random_scales is not None:
         dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
     mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)

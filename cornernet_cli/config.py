@@ -92,6 +92,8 @@ class DataConfig:
     random_scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
     border: int = 128
     flip: float = 0.5
+    vflip: float = 0.0  # top-bottom mirror (not in the paper; for microscopy / aerial images)
+    transpose: float = 0.0  # swap x and y (with the flips: 90-degree rotations; not in the paper)
     color_jitter: float = 0.4
     lighting: float = 0.1
     radius_mode: str = "object"  # object | fixed | none

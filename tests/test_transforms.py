@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from cornernet_cli.data.transforms import (
@@ -34,13 +35,14 @@ def _denorm(t: torch.Tensor) -> np.ndarray:
     return (t.numpy().transpose(1, 2, 0) * STD + MEAN) * 255
 
 
-def test_augmentation_keeps_boxes_on_their_objects():
+@pytest.mark.parametrize("rotations", [{}, {"vflip": 0.5, "transpose": 0.5}])
+def test_augmentation_keeps_boxes_on_their_objects(rotations):
     image, boxes, labels = _scene()
     checked = 0
     for seed in range(30):
         rng = np.random.default_rng(seed)
         out, new_boxes, new_labels = train_transform(image, boxes, labels, rng, input_size=(128, 128), border=64,
-                                                     color=0.0, light=0.0)
+                                                     color=0.0, light=0.0, **rotations)
         assert out.shape == (3, 128, 128) and len(new_boxes) == len(new_labels)
         pix = _denorm(out)
         for (x1, y1, x2, y2), lab in zip(new_boxes, new_labels):
@@ -134,3 +136,30 @@ def test_prepare_test_image_pads_with_zero_and_maps_back():
     np.testing.assert_allclose(info.output_to_image(out), box, atol=1e-6)
     t2, info2 = prepare_test_image(image, scale=0.5)
     assert info2.input_size == (127, 127) and t2.shape == (3, 127, 127)
+
+
+def test_vflip_and_transpose_are_mirror_and_transposition_of_the_plain_sample():
+    image, boxes, labels = _scene()
+    kw = dict(input_size=(112, 112), flip=0.0, color=0.0, light=0.0)
+    a = train_transform(image, boxes, labels, np.random.default_rng(4), **kw)
+    v = train_transform(image, boxes, labels, np.random.default_rng(4), vflip=1.0, **kw)
+    t = train_transform(image, boxes, labels, np.random.default_rng(4), transpose=1.0, **kw)
+    assert len(a[1]) >= 1
+    assert torch.allclose(torch.flip(a[0], dims=[-2]), v[0], atol=0.05)
+    np.testing.assert_allclose(v[1], np.stack([a[1][:, 0], 112 - a[1][:, 3], a[1][:, 2], 112 - a[1][:, 1]], 1),
+                               atol=1e-4)
+    assert torch.allclose(a[0].transpose(-1, -2), t[0], atol=0.05)
+    np.testing.assert_allclose(t[1], a[1][:, [1, 0, 3, 2]], atol=1e-4)
+    assert (a[2] == v[2]).all() and (a[2] == t[2]).all()
+
+
+def test_crop_matrix_transpose_and_vflip_hand_values():
+    m = crop_matrix(centre=(100, 50), crop_size=(40, 40), input_size=(20, 20), flip=False, transpose=True)
+    # crop spans x 80..120, y 30..70, halved; then x and y swap
+    np.testing.assert_allclose(m @ [80, 30, 1], [0, 0])
+    np.testing.assert_allclose(m @ [120, 30, 1], [0, 20])
+    mv = crop_matrix(centre=(100, 50), crop_size=(40, 40), input_size=(20, 20), flip=True, vflip=True)
+    np.testing.assert_allclose(mv @ [80, 30, 1], [20, 20])  # a 180-degree rotation
+    with pytest.raises(ValueError, match="square"):
+        crop_matrix(centre=(0, 0), crop_size=(4, 8), input_size=(2, 4), flip=False, transpose=True)
+

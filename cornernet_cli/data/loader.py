@@ -41,11 +41,13 @@ class TrainDataset(Dataset):
     def __init__(self, base: CocoDetection, *, input_size: int = 511, output_stride: int = 4,
                  scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), border: int = 128,
                  flip: float = 0.5, color: float = 0.4, light: float = 0.1, radius_mode: str = "object",
-                 min_overlap: float = 0.3, mean: np.ndarray = MEAN, std: np.ndarray = STD):
+                 min_overlap: float = 0.3, mean: np.ndarray = MEAN, std: np.ndarray = STD, vflip: float = 0.0,
+                 transpose: float = 0.0):
         self.base = base
         self.input_size = (input_size, input_size)
         self.output_size = output_size_for(input_size, output_stride)
-        self.aug = dict(scales=tuple(scales), border=border, flip=flip, color=color, light=light, mean=mean, std=std)
+        self.aug = dict(scales=tuple(scales), border=border, flip=flip, color=color, light=light, mean=mean, std=std,
+                        vflip=vflip, transpose=transpose)
         self.radius_mode, self.min_overlap = radius_mode, min_overlap
         self._seed: int | None = None
 
@@ -84,7 +86,8 @@ def build_train_dataset(base: CocoDetection, *, input_size: int, data_cfg=None, 
     if data_cfg is not None:
         kw = dict(output_stride=data_cfg.output_stride, scales=tuple(data_cfg.random_scales), border=data_cfg.border,
                   flip=data_cfg.flip, color=data_cfg.color_jitter, light=data_cfg.lighting,
-                  radius_mode=data_cfg.radius_mode, min_overlap=data_cfg.min_overlap)
+                  radius_mode=data_cfg.radius_mode, min_overlap=data_cfg.min_overlap, vflip=data_cfg.vflip,
+                  transpose=data_cfg.transpose)
     kw.update(overrides)
     return TrainDataset(base, input_size=input_size, **kw)
 

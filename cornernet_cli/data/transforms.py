@@ -41,18 +41,27 @@ def fit_border(border: int, size: int) -> int:
 
 
 def crop_matrix(*, centre: tuple[float, float], crop_size: tuple[float, float], input_size: tuple[int, int],
-                flip: bool) -> np.ndarray:
+                flip: bool, vflip: bool = False, transpose: bool = False) -> np.ndarray:
     """2x3 affine map from image pixels to input pixels (continuous coordinates) for a crop.
 
     The crop (height, width) = crop_size is centred on `centre` (x, y) and resized to input_size (h, w);
-    with `flip`, the result is mirrored: x_in -> w - x_in.
+    then, in this order, with `transpose` x and y are swapped (square inputs only), with `flip` the result is
+    mirrored left-right (x_in -> w - x_in) and with `vflip` top-bottom (y_in -> h - y_in). Transposition and
+    the two flips generate all eight 90-degree rotations and mirrorings; boxes stay axis-aligned boxes.
     """
     (ch, cw), (ih, iw) = crop_size, input_size
     ax, ay = iw / cw, ih / ch
     x0, y0 = centre[0] - cw / 2, centre[1] - ch / 2
+    m = np.array([[ax, 0.0, -ax * x0], [0.0, ay, -ay * y0], [0.0, 0.0, 1.0]], dtype=np.float64)
+    if transpose:
+        if ih != iw:
+            raise ValueError(f"transpose needs a square input, got {input_size}")
+        m = m[[1, 0, 2]]
     if flip:
-        return np.array([[-ax, 0.0, iw + ax * x0], [0.0, ay, -ay * y0]], dtype=np.float64)
-    return np.array([[ax, 0.0, -ax * x0], [0.0, ay, -ay * y0]], dtype=np.float64)
+        m = np.array([[-1.0, 0.0, iw], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    if vflip:
+        m = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, ih], [0.0, 0.0, 1.0]]) @ m
+    return m[:2] + 0.0  # + 0.0 turns -0.0 entries into 0.0
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int],
@@ -70,11 +79,14 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int
 
 def transform_boxes(boxes: np.ndarray, matrix: np.ndarray,
                     input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Map [N, 4] x1, y1, x2, y2 image-pixel boxes by an axis-aligned (scale / flip / shift) `matrix`,
-    clip them to the input (h, w) and drop empty ones. Returns (boxes [M, 4] float32, kept indices [M])."""
+    """Map [N, 4] x1, y1, x2, y2 image-pixel boxes by a `matrix` that keeps boxes axis-aligned (scale, shift,
+    flips, transposition: `crop_matrix`), clip them to the input (h, w) and drop empty ones.
+    Returns (boxes [M, 4] float32, kept indices [M])."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    xs = boxes[:, [0, 2]] * matrix[0, 0] + matrix[0, 2]
-    ys = boxes[:, [1, 3]] * matrix[1, 1] + matrix[1, 2]
+    corners_x = boxes[:, [0, 2, 0, 2]]
+    corners_y = boxes[:, [1, 1, 3, 3]]
+    xs = corners_x * matrix[0, 0] + corners_y * matrix[0, 1] + matrix[0, 2]
+    ys = corners_x * matrix[1, 0] + corners_y * matrix[1, 1] + matrix[1, 2]
     out = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
     h, w = input_size
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
@@ -140,13 +152,15 @@ def normalize(image: np.ndarray, mean: np.ndarray = MEAN, std: np.ndarray = STD)
 def train_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *,
                     input_size: tuple[int, int], scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
                     border: int = 128, flip: float = 0.5, color: float = 0.4, light: float = 0.1,
-                    mean: np.ndarray = MEAN, std: np.ndarray = STD
+                    mean: np.ndarray = MEAN, std: np.ndarray = STD, vflip: float = 0.0, transpose: float = 0.0
                     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One training sample: BGR uint8 [H, W, 3] + boxes [N, 4] (image pixels) + labels [N]
     -> (tensor [3, h, w] normalised, boxes [M, 4] float32 in input pixels, labels [M]); (h, w) = input_size.
 
     With scales=(1,) the crop is the input size (no resizing); with empty `scales` the whole image is
-    resized to the input (no crop).
+    resized to the input (no crop). `vflip` / `transpose`: probabilities of a top-bottom mirror and of swapping
+    x and y (with `flip`: random 90-degree rotations), for images without an up direction (microscopy,
+    aerial); 0 (the paper) draws nothing, so the other random draws are as before.
     """
     height, width = image.shape[:2]
     if scales:
@@ -159,7 +173,10 @@ def train_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rn
     else:
         crop, centre = (float(height), float(width)), (width / 2, height / 2)
     flipped = bool(rng.random() < flip)
-    matrix = crop_matrix(centre=centre, crop_size=crop, input_size=input_size, flip=flipped)
+    vflipped = bool(rng.random() < vflip) if vflip > 0 else False
+    transposed = bool(rng.random() < transpose) if transpose > 0 else False
+    matrix = crop_matrix(centre=centre, crop_size=crop, input_size=input_size, flip=flipped, vflip=vflipped,
+                         transpose=transposed)
     out = warp_image(image, matrix, input_size, fill=tuple(mean * 255)).astype(np.float32)
     out *= 1.0 / 255.0
     color_jitter(out, rng, color)
