@@ -295,6 +295,9 @@ def eval_cmd(
     max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate the first N images only."),
     oracle: Optional[str] = typer.Option(None, "--oracle", help="Replace outputs by ground truth: heatmaps | "
                                          "heatmaps+offsets (error analysis)."),
+    oracle_embeddings: str = typer.Option("gt", "--oracle-embeddings", help="With --oracle: gt (one true value "
+                                          "per object: exact grouping) or trained (the network's embeddings, as "
+                                          "in the paper's error analysis)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
@@ -305,7 +308,7 @@ def eval_cmd(
 
     m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
                  scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
-                 oracle=oracle, out=out, amp=amp)
+                 oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp)
     for table in metrics_tables(m):
         console.print(table)
     console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
@@ -408,7 +411,7 @@ def demo_cmd(
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (default: the demo's "
                                         "budget, a few minutes on a laptop CPU)."),
 ) -> None:
-    """The embedded default, no download: synthetic shapes -> train `small` -> COCO eval -> detect."""
+    """The embedded default, no download: synthetic shapes -> train `small-fast` -> COCO eval -> detect."""
     import time
 
     from cornernet_cli.demo import run_demo

@@ -1,7 +1,7 @@
 """`cornernet demo`: the embedded default, end to end with no data to download.
 
 1. generate the seeded synthetic shapes dataset (train + val) into OUT/data;
-2. train the `small` preset on it (CPU by default) into OUT/train;
+2. train the `small-fast` preset on it (CPU by default) into OUT/train;
 3. evaluate the best checkpoint on the validation split (COCO AP with pycocotools) into OUT/eval;
 4. run detection on a few validation images into OUT/detections.
 """
@@ -16,12 +16,14 @@ from typing import Any
 
 from rich.console import Console
 
-# The demo's settings: small images so that a CPU trains the `small` preset in minutes. The synthetic shapes do
-# not overlap (max_iou 0) and training uses flips only (train and val come from one distribution). Measured
-# (docs/recipes.md): AP50 0.952 on the val split (with flip) after 1200 steps, 4.4 minutes on 2 idle cores.
+# The demo's settings: small images so that a CPU trains the `small-fast` preset in minutes. The synthetic shapes
+# do not overlap (max_iou 0) and training uses flips only (train and val come from one distribution); a cosine
+# learning rate and weight averaging (EMA) make a short run converge. Measured (docs/recipes.md): AP50 0.91 on
+# the val split (with flip) after 450 steps, under 5 minutes on 2 idle AVX2 cores. Data loading in the main
+# process (workers 0) is faster here than one worker process competing for the two cores.
 DEMO = dict(image_size=128, sizes=(20, 120), max_iou=0.0, num_train=1000, num_val=100, input_size=128,
-            batch_size=8, iters=1200, lr=2e-3, warmup_iters=50, grad_clip=10.0, augment=False, amp="off",
-            workers=1, num_detect=4, preset="small", lr_schedule="step", ema=0.0)
+            batch_size=8, iters=450, lr=2e-3, warmup_iters=50, grad_clip=10.0, augment=False, amp="off",
+            workers=0, num_detect=4, preset="small-fast", lr_schedule="cosine", ema=0.999)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cornernet_cli.cli import app
@@ -83,6 +84,33 @@ def test_oracle_heatmaps_only_keeps_network_offsets(tmp_path):
     assert full["AP"] >= 0.99
     assert part["AP50"] >= 0.8
     assert part["AP"] < full["AP"]
+
+
+def test_oracle_with_trained_embeddings_measures_grouping(tmp_path):
+    """--oracle-embeddings trained keeps the network's embeddings: constant embeddings join every same-class
+    top-left to every bottom-right below and right of it, so wrong boxes appear and AP falls."""
+    from cornernet_cli.model import build_model
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_train=0, num_val=6, image_size=160, num_classes=1, seed=4)
+    model = build_model("tiny", 1).eval()
+    with torch.no_grad():
+        for h in (model.predictions[-1].tl_emb, model.predictions[-1].br_emb):
+            h[-1].weight.zero_()
+            h[-1].bias.fill_(0.25)
+    kw = dict(class_names=["rectangle"], oracle="heatmaps+offsets", flip=False)
+    exact = evaluate_model(model, data, "val", **kw)
+    grouped = evaluate_model(model, data, "val", oracle_gt_embeddings=False, **kw)
+    assert exact["AP"] >= 0.99 and exact["oracle_embeddings"] == "gt"
+    assert grouped["oracle_embeddings"] == "trained"
+    assert grouped["detections"] > exact["detections"]
+    assert grouped["AP"] < exact["AP"] - 0.05
+    from cornernet_cli.engine.evaluate import evaluate
+
+    for value, message in (("trained", "needs a checkpoint"), ("learned", "must be gt or trained")):
+        with pytest.raises(CornerNetError, match=message):
+            evaluate(checkpoint=None, data_dir=data, oracle="heatmaps+offsets", oracle_embeddings=value,
+                     out=tmp_path / "r.json", progress=False)
 
 
 @pytest.mark.parametrize("name", ["coco128", "bccd"])
