@@ -55,6 +55,19 @@ def _same_synthetic_data(data_dir: Path, gen: dict, num_train: int, num_val: int
     return True
 
 
+def _same_run(run_dir: Path, model_cfg, train_cfg) -> bool:
+    """True when run_dir/config.json records this model and these training settings."""
+    import json
+
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        model = {k: v for k, v in json.loads(json.dumps(model_cfg.to_dict())).items() if k != "num_classes"}
+        return (all(saved["model"].get(k) == v for k, v in model.items())  # the classes come from the data
+                and saved["train"] == json.loads(json.dumps(dataclasses.asdict(train_cfg))))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = "cpu", iters: int | None = None,
              console: Console | None = None, **overrides) -> DemoResult:
     """Run the four steps above; reuses OUT/data when it is already there. Returns paths and metrics.
@@ -97,10 +110,12 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     dcfg = dataclasses.replace(DataConfig(), input_size=cfg["input_size"])
     if not cfg["augment"]:  # flips only: the synthetic train and val images come from one distribution
         dcfg = dataclasses.replace(dcfg, random_scales=(1.0,), color_jitter=0.0, lighting=0.0)
-    # an interrupted demo continues, unless its data was just (re)generated: then it starts afresh
+    # an interrupted demo continues, unless its data was just (re)generated or it was started with other
+    # settings (e.g. by an older version of the demo): then it starts afresh
+    model_cfg = model_config(cfg["preset"])
     resume = (not regenerated and (run_dir / "state.safetensors").is_file()
-              and not (run_dir / "summary.json").is_file())
-    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_config(cfg["preset"]), data_cfg=dcfg,
+              and not (run_dir / "summary.json").is_file() and _same_run(run_dir, model_cfg, tcfg))
+    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_cfg, data_cfg=dcfg,
           train_cfg=tcfg, device=device, resume=resume, log_every=25, save_every=200)
     minutes["train"] = (time.perf_counter() - t0) / 60
     checkpoint = run_dir / "best.safetensors"

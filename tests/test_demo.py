@@ -40,3 +40,26 @@ def test_demo_reuses_its_data_only_when_the_settings_match(tmp_path):
     assert not _same_synthetic_data(tmp_path, gen, 4, 2)
     (tmp_path / "annotations" / "val.json").write_text("{not json")
     assert not _same_synthetic_data(tmp_path, gen, 3, 2)
+
+
+def test_interrupted_demo_resumes_only_its_own_run(tmp_path, monkeypatch):
+    """An interrupted demo continues; one left by other settings (an older demo: another preset) starts afresh
+    instead of failing on the model mismatch."""
+    import cornernet_cli.engine.train as train_module
+
+    resumed = []
+    original = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda **kw: resumed.append(kw["resume"]) or original(**kw))
+    kw = dict(num_train=12, num_val=3, batch_size=2, workers=0, num_detect=1, image_size=64, input_size=64)
+    run_demo(tmp_path, iters=4, preset="tiny", **kw)
+    train_dir = tmp_path / "train"
+    (train_dir / "summary.json").unlink()  # as if it had been stopped before the end
+    run_demo(tmp_path, iters=4, preset="tiny", **kw)  # the same settings: resumed
+    steps = [json.loads(x)["step"] for x in (train_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # resuming at the end logged nothing twice
+    (train_dir / "summary.json").unlink()
+    run_demo(tmp_path, iters=3, preset="small-fast", **kw)  # other settings: a fresh run
+    assert resumed == [False, True, False]
+    model, meta = load_model(train_dir / "last.safetensors")
+    assert meta["model_config"].cnv_channels == 64 and meta["model_config"].head_channels == 32
+    assert json.loads((train_dir / "summary.json").read_text())["step"] == 3

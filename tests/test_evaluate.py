@@ -107,9 +107,11 @@ def test_oracle_with_trained_embeddings_measures_grouping(tmp_path):
     assert grouped["AP"] < exact["AP"] - 0.05
     from cornernet_cli.engine.evaluate import evaluate
 
-    for value, message in (("trained", "needs a checkpoint"), ("learned", "must be gt or trained")):
+    for oracle, value, message in (("heatmaps+offsets", "trained", "needs a checkpoint"),
+                                   ("heatmaps+offsets", "learned", "must be gt or trained"),
+                                   (None, "trained", "only applies with --oracle")):
         with pytest.raises(CornerNetError, match=message):
-            evaluate(checkpoint=None, data_dir=data, oracle="heatmaps+offsets", oracle_embeddings=value,
+            evaluate(checkpoint=None, data_dir=data, oracle=oracle, oracle_embeddings=value,
                      out=tmp_path / "r.json", progress=False)
 
 
@@ -194,8 +196,8 @@ def test_images_without_detections_and_empty_results(tmp_path):
 
 
 def test_per_class_ap50_against_a_hand_worked_case(tmp_path):
-    """Class 1 found exactly (AP50 1, AP 1); class 2 found with IoU 0.6 (AP50 1, but only the thresholds .50, .55
-    and .60 of ten pass: AP 0.3); the summary AP50 is their mean."""
+    """Class 1 found exactly (AP50 1, AP 1); class 2 found with IoU 0.62 (AP50 1, but only the thresholds .50,
+    .55 and .60 of ten pass: AP 0.3); the summary AP50 is their mean."""
     from cornernet_cli.data.coco import CocoDetection
 
     data = tmp_path / "data"
@@ -210,9 +212,9 @@ def test_per_class_ap50_against_a_hand_worked_case(tmp_path):
     ]
     ann.write_text(json.dumps(doc))
     ds = CocoDetection.from_folder(data, "val")
-    # IoU of [20, 20, 50, 50] and [20, 20, 50, 30] (x, y, w, h) = 1500 / 2500 = 0.6
+    # IoU of [20, 20, 50, 50] and [20, 20, 50, 31] (x, y, w, h) = 1550 / 2500 = 0.62: clear of the 0.60 threshold
     results = [{"image_id": doc["images"][0]["id"], "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
-               {"image_id": doc["images"][1]["id"], "category_id": 2, "bbox": [20, 20, 50, 30], "score": 0.8}]
+               {"image_id": doc["images"][1]["id"], "category_id": 2, "bbox": [20, 20, 50, 31], "score": 0.8}]
     m = coco_metrics(ds.coco, results, ds.image_ids)
     names = [c["name"] for c in doc["categories"]]
     assert m["per_class_AP50"] == pytest.approx({names[0]: 1.0, names[1]: 1.0})

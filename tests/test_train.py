@@ -286,6 +286,55 @@ def test_ema_run_saves_averaged_weights_and_resumes_exactly(syn, tmp_path):
               device="cpu", resume=True, progress=False)
 
 
+def test_resume_refuses_other_trajectory_settings(syn, tmp_path):
+    """A cosine run resumed with another schedule, --iters, augmentation or loss weight would not continue the
+    same run: one error line names each changed setting; a step-schedule run may still be extended."""
+    import dataclasses
+
+    base = TrainConfig(batch_size=2, iters=8, lr=1e-3, lr_schedule="cosine", warmup_iters=2, workers=0, seed=3)
+
+    def run(out, tc=base, dc=DataConfig(input_size=64), **kw):
+        return train(data_dir=syn, out_dir=out, model_cfg=model_config("tiny"), data_cfg=dc, train_cfg=tc,
+                     device="cpu", save_every=1000, progress=False, **kw)
+
+    run(tmp_path / "a", stop_at_step=3)
+    before = (tmp_path / "a" / "config.json").read_text()
+    for tc, dc, expect in [
+        (dataclasses.replace(base, lr_schedule="step"), DataConfig(input_size=64), "lr_schedule 'cosine' -> 'step'"),
+        (dataclasses.replace(base, iters=12), DataConfig(input_size=64), "iters 8 -> 12"),
+        (base, DataConfig(input_size=64, vflip=0.5), "vflip 0.0 -> 0.5"),
+        (dataclasses.replace(base, push_weight=0.3), DataConfig(input_size=64), "push_weight 0.1 -> 0.3"),
+    ]:
+        with pytest.raises(CornerNetError, match="saved with other settings") as e:
+            run(tmp_path / "a", tc=tc, dc=dc, resume=True)
+        assert expect in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / "a" / "config.json").read_text() == before  # a refused resume rewrites nothing
+    assert run(tmp_path / "a", resume=True).step == 8
+    step = dataclasses.replace(base, lr_schedule="step", lr_steps=(6,))
+    run(tmp_path / "b", tc=step, stop_at_step=3)
+    assert run(tmp_path / "b", tc=dataclasses.replace(step, iters=10), resume=True).step == 10
+
+
+def test_metrics_rows_of_a_fresh_start_and_a_resume(syn, tmp_path):
+    """A fresh run in a used folder starts metrics.jsonl afresh; a resume keeps the rows up to its step and
+    logs each later step once. The lr column is the rate the step used."""
+    def steps(out):
+        return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    _run(syn, tmp_path / "a", iters=6, log_every=1)
+    assert steps(tmp_path / "a") == [1, 2, 3, 4, 5, 6]
+    _run(syn, tmp_path / "a", iters=4, log_every=1)
+    assert steps(tmp_path / "a") == [1, 2, 3, 4]
+    (tmp_path / "a" / "metrics.jsonl").write_text(
+        (tmp_path / "a" / "metrics.jsonl").read_text() + '{"step": 9, "loss": 1.0}\n{"step": 1')  # a torn line
+    _run(syn, tmp_path / "a", iters=4, stop=2, log_every=1)  # fresh again: rows 1, 2
+    _run(syn, tmp_path / "a", iters=5, resume=True, log_every=1)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    # warm-up 3 steps at lr 1e-3: the first step ran at 1/3 of it
+    assert rows[0]["lr"] == pytest.approx(1e-3 / 3) and rows[2]["lr"] == pytest.approx(1e-3)
+
+
 def test_cli_ema_schedule_and_embedding_weights_reach_the_run(syn, tmp_path):
     from typer.testing import CliRunner
 
@@ -300,6 +349,10 @@ def test_cli_ema_schedule_and_embedding_weights_reach_the_run(syn, tmp_path):
     t = json.loads((out / "config.json").read_text())["train"]
     assert (t["ema"], t["lr_schedule"], t["pull_weight"], t["push_weight"]) == (0.99, "cosine", 0.5, 0.7)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r for r in rows if "lr" in r][-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine: 0 at the end
+    # the rate each step used: cosine over 3 steps after the warm-up ramp, not the step schedule's constant
+    used = [r["lr"] for r in rows if "lr" in r]
+    expect = [t["lr"] * lr_factor(s, warmup_iters=t["warmup_iters"], lr_steps=tuple(t["lr_steps"]), gamma=0.1,
+                                  schedule="cosine", total=3) for s in range(3)]
+    assert used == pytest.approx(expect[-len(used):]) and used[-1] < 0.3 * t["lr"]
     r = CliRunner().invoke(app, ["train", "--data", str(syn), "--lr-schedule", "linear", "--out", str(tmp_path / "b")])
     assert isinstance(r.exception, CornerNetError) and "--lr-schedule" in str(r.exception)

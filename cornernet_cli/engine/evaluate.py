@@ -214,6 +214,8 @@ def evaluate(
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
         raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
+    if oracle is None and oracle_embeddings != "gt":
+        raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
     model, names = None, None
     if checkpoint is not None:
         model, meta = load_model(checkpoint, device=device)

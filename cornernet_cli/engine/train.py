@@ -103,6 +103,35 @@ def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
 # ---- schedule ------------------------------------------------------------------------------------------
 
 
+def _open_metrics(path: Path, resumed_at: int | None):
+    """metrics.jsonl for appending: a fresh run starts it empty; a resumed one keeps the rows up to the step
+    it resumes from (rows logged after the last save are logged again by the replay)."""
+    if resumed_at is None or not path.is_file():
+        return path.open("w")
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= resumed_at:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    path.write_text("".join(f"{line}\n" for line in kept))
+    return path.open("a")
+
+
+def _trajectory_settings(tc: TrainConfig, data_cfg: DataConfig) -> dict[str, Any]:
+    """Settings a resumed run must share with the saved one to continue it exactly (stored in the resume
+    state). --iters is among them only for the cosine schedule, whose shape it sets; a step-schedule run may
+    be extended."""
+    settings: dict[str, Any] = {"lr_schedule": tc.lr_schedule, "ema": tc.ema, "pull_weight": tc.pull_weight,
+                                "push_weight": tc.push_weight, "offset_weight": tc.offset_weight,
+                                "vflip": data_cfg.vflip, "transpose": data_cfg.transpose}
+    if tc.lr_schedule == "cosine":
+        settings["iters"] = tc.iters
+    return settings
+
+
+
 def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float,
               schedule: str = "step", total: int = 0) -> float:
     """The learning-rate multiplier at `step`: a linear warm-up from 1/warmup to 1 over `warmup_iters`, times
@@ -289,6 +318,12 @@ def train(
                 raise CornerNetError(f"--resume: {state_path} was saved without --ema; resume without it")
             load_state(ema.module, {k: v.to(dev) for k, v in st["ema"].items()}, state_path)
             ema.n_averaged.fill_(int(st["ema_n"]))
+        saved = st.get("settings")  # absent in resume states written before 2026-11-30
+        changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in _trajectory_settings(tc, data_cfg).items()
+                   if saved is not None and k in saved and saved[k] != v]
+        if changed:
+            raise CornerNetError(f"--resume: {state_path} was saved with other settings ({'; '.join(changed)}); "
+                                 f"resume with the run's own settings (see {out_dir / 'config.json'})")
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
         start_step, best_ap = int(st["step"]), st.get("best_ap")
@@ -317,7 +352,7 @@ def train(
     has_val = val_dir is not None
     total = tc.iters
     end_step = total if stop_at_step is None else min(total, stop_at_step)
-    metrics_file = (out_dir / "metrics.jsonl").open("a") if env.is_main else None
+    metrics_file = _open_metrics(out_dir / "metrics.jsonl", start_step if resume else None) if env.is_main else None
     extra_meta = {"data_dir": str(data_dir), "input_size": data_cfg.input_size}
 
     def save(step: int, *, best: bool = False) -> None:
@@ -333,6 +368,7 @@ def train(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "best_ap": best_ap,
             "train_s": clock["train_s"], "cpu_s": clock["cpu_s"],
+            "settings": _trajectory_settings(tc, data_cfg),
             "rng": _rng_state(),
         })
         if best:
@@ -387,6 +423,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used (logged below)
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -399,7 +436,6 @@ def train(
             t_last = now
             window = window[-20:]
             imgs_per_s = sum(n for _, n in window) / max(1e-9, sum(t for t, _ in window))
-            lr = optimizer.param_groups[0]["lr"]
             values = {k: float(v) for k, v in terms.items()}
             bar.update(step, loss=loss_value, terms=values, lr=lr, images_per_s=imgs_per_s)
             if metrics_file and (step % log_every == 0 or step == end_step):
