@@ -103,6 +103,24 @@ def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
 # ---- schedule ------------------------------------------------------------------------------------------
 
 
+def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float,
+              schedule: str = "step", total: int = 0) -> float:
+    """The learning-rate multiplier at `step`: a linear warm-up from 1/warmup to 1 over `warmup_iters`, times
+
+    - `step` (the paper): gamma ** (number of `lr_steps` reached);
+    - `cosine`: 0.5 * (1 + cos(pi * step / total)), from 1 at step 0 to 0 at `total` (`lr_steps` unused).
+    """
+    warm = min(1.0, (step + 1) / warmup_iters) if warmup_iters > 0 else 1.0
+    if schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
+    if schedule != "step":
+        raise ValueError(f"lr schedule must be step or cosine, got {schedule!r}")
+    return warm * gamma ** sum(step >= s for s in lr_steps)
+
+
+# ---- run folder and resume -----------------------------------------------------------------------------
+
+
 def _open_metrics(path: Path, resumed_at: int | None):
     """metrics.jsonl for appending: a fresh run starts it empty; a resumed one keeps the rows up to the step
     it resumes from (rows logged after the last save are logged again by the replay)."""
@@ -129,22 +147,6 @@ def _trajectory_settings(tc: TrainConfig, data_cfg: DataConfig) -> dict[str, Any
     if tc.lr_schedule == "cosine":
         settings["iters"] = tc.iters
     return settings
-
-
-
-def lr_factor(step: int, *, warmup_iters: int, lr_steps: tuple[int, ...], gamma: float,
-              schedule: str = "step", total: int = 0) -> float:
-    """The learning-rate multiplier at `step`: a linear warm-up from 1/warmup to 1 over `warmup_iters`, times
-
-    - `step` (the paper): gamma ** (number of `lr_steps` reached);
-    - `cosine`: 0.5 * (1 + cos(pi * step / total)), from 1 at step 0 to 0 at `total` (`lr_steps` unused).
-    """
-    warm = min(1.0, (step + 1) / warmup_iters) if warmup_iters > 0 else 1.0
-    if schedule == "cosine":
-        return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
-    if schedule != "step":
-        raise ValueError(f"lr schedule must be step or cosine, got {schedule!r}")
-    return warm * gamma ** sum(step >= s for s in lr_steps)
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
