@@ -429,7 +429,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         def step():
             with autocast():
                 outputs = net(batch["image"])
-            outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
+            outputs = [o.map(torch.Tensor.float) for o in outputs]
             loss, _ = criterion(outputs, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

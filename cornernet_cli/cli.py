@@ -147,6 +147,10 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
     no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
+    centre_head: bool = typer.Option(
+        False, "--centre-head",
+        help="Also learn object centres (CenterNet-style triplets, not in the paper); eval and detect then drop "
+             "boxes with no centre inside. Helps crowded scenes where corners of neighbours get paired."),
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
@@ -217,7 +221,7 @@ def train_cmd(
     dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius, vflip=vflip, transpose=transpose)
     if random_scales is not None:
         dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
-    mcfg = model_config(preset, 1, corner_pool=not no_corner_pool)
+    mcfg = model_config(preset, 1, corner_pool=not no_corner_pool, centre_head=centre_head)
     result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
                    device=device, resume=resume, log_every=log_every, val_every=val_every,
                    save_every=save_every, val_split=val_split, max_minutes=max_minutes,
@@ -301,14 +305,18 @@ def eval_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
+    centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
+                                      "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
 ) -> None:
     """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
+    from cornernet_cli.config import DecodeConfig
     from cornernet_cli.engine.evaluate import evaluate, metrics_tables
 
     m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
                  scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
-                 oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp)
+                 oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
+                 params=DecodeConfig(centre_check=centre_check))
     for table in metrics_tables(m):
         console.print(table)
     console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")

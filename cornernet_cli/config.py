@@ -28,6 +28,7 @@ class ModelConfig:
     head_channels: int = 256
     num_classes: int = 80
     corner_pool: bool = True
+    centre_head: bool = False  # also predict object centres (CenterNet-style triplets; not in the paper)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -74,13 +75,15 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def model_config(preset: str, num_classes: int = 80, corner_pool: bool = True) -> ModelConfig:
-    """The preset's config with the class count and the corner-pooling switch applied."""
+def model_config(preset: str, num_classes: int = 80, corner_pool: bool = True,
+                 centre_head: bool = False) -> ModelConfig:
+    """The preset's config with the class count, the corner-pooling switch and the centre head applied."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return dataclasses.replace(PRESETS[preset], num_classes=num_classes, corner_pool=corner_pool)
+    return dataclasses.replace(PRESETS[preset], num_classes=num_classes, corner_pool=corner_pool,
+                               centre_head=centre_head)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class DecodeConfig:
     nms_sigma: float = 0.5
     nms_iou: float = 0.5
     score_threshold: float = 0.001
+    centre_check: bool = True  # with a centre head: keep a box only if a centre keypoint lies in its central region
+    centre_n: float = 3.0  # the central region is the middle 1/n of the box's width and height
     max_side: int = 2048  # a larger input (image side x test scale) is shrunk to this; boxes stay in image pixels
 
 

@@ -95,11 +95,14 @@ def decode(
     br_emb: torch.Tensor,
     tl_off: torch.Tensor,
     br_off: torch.Tensor,
+    ct_heat: torch.Tensor | None = None,
+    ct_off: torch.Tensor | None = None,
     *,
     k: int = 100,
     kernel: int = 3,
     ae_threshold: float = 0.5,
     num_dets: int = 1000,
+    centre_n: float = 3.0,
 ) -> torch.Tensor:
     """Pair corners into boxes, vectorised over the batch.
 
@@ -108,6 +111,12 @@ def decode(
     score, tl_score, br_score, class index; sorted by score. Rejected pairs (different classes,
     |tl_emb - br_emb| > ae_threshold, x2 < x1 or y2 < y1) have score -1. If num_dets > k * k the rows
     past k * k are padding with score -1. k is capped at C * h * w.
+
+    ct_heat [B, C, h, w] logits and ct_off [B, 2, h, w] (a model with a centre head; not in the paper): the
+    centre check of CenterNet's keypoint triplets (Duan et al. 2019). The top k centre keypoints are taken
+    like the corners; a pair is kept only if a centre of its class lies in the box's central region (the
+    middle 1 / centre_n of its width and height, borders included), and then scored by the mean of its two
+    corner scores and the best such centre's score. Other pairs are rejected (-1), and the rows are re-sorted.
     """
     b, c, h, w = tl_heat.shape
     k = min(k, c * h * w)
@@ -144,8 +153,34 @@ def decode(
         br_s.reshape(b, -1).gather(1, order).unsqueeze(-1),
         cls.unsqueeze(-1),
     ], dim=-1)
+    if ct_heat is not None:
+        dets = _centre_check(dets, ct_heat, ct_off, k=k, kernel=kernel, centre_n=centre_n)
     if n < num_dets:
         pad = torch.zeros(b, num_dets - n, 8, dtype=dets.dtype, device=dets.device)
         pad[..., 4] = -1
         dets = torch.cat([dets, pad], dim=1)
     return dets
+
+
+def _centre_check(dets: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor | None, *, k: int, kernel: int,
+                  centre_n: float) -> torch.Tensor:
+    """Rescore decoded pairs [B, n, 8] by their centre keypoints (see `decode`); returns them re-sorted by score."""
+    if centre_n < 1:
+        raise ValueError(f"centre_n must be >= 1 (the central region is 1/n of the box), got {centre_n}")
+    b, c, h, w = ct_heat.shape
+    ct_score, ct_idx = topk_corners(ct_heat, k=min(k, c * h * w), kernel=kernel)
+    ct_cls, ct_cell = ct_idx // (h * w), ct_idx % (h * w)
+    ct_o = gather_at(ct_off.float(), ct_cell) if ct_off is not None else torch.full((*ct_cell.shape, 2), 0.5)
+    ct_x = ((ct_cell % w).float() + ct_o[..., 0])[:, None, :]  # [B, 1, kc]
+    ct_y = ((ct_cell // w).float() + ct_o[..., 1])[:, None, :]
+    x1, y1, x2, y2 = (dets[..., i : i + 1] for i in range(4))  # [B, n, 1]
+    lo, hi = (centre_n - 1) / (2 * centre_n), (centre_n + 1) / (2 * centre_n)
+    inside = ((ct_x >= x1 + lo * (x2 - x1)) & (ct_x <= x1 + hi * (x2 - x1))
+              & (ct_y >= y1 + lo * (y2 - y1)) & (ct_y <= y1 + hi * (y2 - y1))
+              & (ct_cls[:, None, :] == dets[..., 7:8].long()))
+    best = torch.where(inside, ct_score[:, None, :], torch.full_like(inside, -1.0, dtype=ct_score.dtype)).amax(-1)
+    keep = (dets[..., 4] >= 0) & (best >= 0)
+    score = torch.where(keep, (dets[..., 5] + dets[..., 6] + best) / 3, torch.full_like(best, -1.0))
+    dets = torch.cat([dets[..., :4], score.unsqueeze(-1), dets[..., 5:]], dim=-1)
+    order = torch.argsort(score, dim=1, descending=True, stable=True)
+    return dets.gather(1, order.unsqueeze(-1).expand_as(dets))

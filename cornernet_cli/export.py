@@ -7,7 +7,8 @@ export covers its own size; a dynamic export (batch, height and width free) cove
 
 Graph: input ``images`` float32 [B, 3, H, W] (BGR, normalised like the PyTorch pipeline); outputs the last
 stack's raw heads ``tl_heat, br_heat`` [B, C, h, w] logits, ``tl_emb, br_emb`` [B, 1, h, w],
-``tl_off, br_off`` [B, 2, h, w], with h = ceil(H/4), w = ceil(W/4). The ONNX metadata holds the class
+``tl_off, br_off`` [B, 2, h, w], with h = ceil(H/4), w = ceil(W/4); a model trained with a centre head
+also outputs ``ct_heat`` [B, C, h, w] and ``ct_off`` [B, 2, h, w] (CENTRE_NAMES). The ONNX metadata holds the class
 names, category ids, model config and `max_size`. Decode with `cornernet_cli.decode.decode` (docs/deploy.md).
 """
 
@@ -25,18 +26,25 @@ from torch import nn
 from cornernet_cli.errors import CornerNetError
 
 OUTPUT_NAMES = ("tl_heat", "br_heat", "tl_emb", "br_emb", "tl_off", "br_off")
+CENTRE_NAMES = ("ct_heat", "ct_off")
 STRIDE = 4
 
 
+def _heads(outputs) -> tuple[torch.Tensor, ...]:
+    """The six corner heads, then the two centre heads when the model has them."""
+    return tuple(outputs) + ((outputs.ct_heat, outputs.ct_off) if outputs.ct_heat is not None else ())
+
+
 class _LastStackHeads(nn.Module):
-    """images [B, 3, H, W] -> the six head tensors of the last stack, as a tuple in OUTPUT_NAMES order."""
+    """images [B, 3, H, W] -> the head tensors of the last stack, as a tuple in OUTPUT_NAMES (+ CENTRE_NAMES)
+    order."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model(images)[-1])
+        return _heads(self.model(images)[-1])
 
 
 @dataclass(frozen=True)
@@ -80,16 +88,17 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     set_export_mode(model, True, max_len=math.ceil(max_size / STRIDE) if dynamic else None)
     wrapper = _LastStackHeads(model).eval()
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    names = OUTPUT_NAMES + (CENTRE_NAMES if meta["model_config"].centre_head else ())
     axes = None
     if dynamic:
         axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        axes.update({name: {0: "batch", 2: "out_height", 3: "out_width"} for name in OUTPUT_NAMES})
+        axes.update({name: {0: "batch", 2: "out_height", 3: "out_width"} for name in names})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(wrapper, (example,), str(out), dynamo=False, input_names=["images"],
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
+                          output_names=list(names), dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
 
     graph = onnx.load(str(out))
@@ -113,7 +122,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
 
 
 def max_abs_difference(onnx_path: str | Path, model: nn.Module, images: torch.Tensor) -> float | None:
-    """Max abs difference over the six outputs between onnxruntime (CPU) and `model`'s last stack.
+    """Max abs difference over all outputs between onnxruntime (CPU) and `model`'s last stack.
 
     images: [B, 3, H, W] float32. Returns None when onnxruntime is not installed.
     """
@@ -122,8 +131,10 @@ def max_abs_difference(onnx_path: str | Path, model: nn.Module, images: torch.Te
     except ImportError:
         return None
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUT_NAMES), {"images": images.numpy()})
+    got = session.run(None, {"images": images.numpy()})
     model.eval()
     with torch.no_grad():
-        want = model(images)[-1]
+        want = _heads(model(images)[-1])
+    if len(got) != len(want):
+        raise CornerNetError(f"{onnx_path}: the graph has {len(got)} outputs, the model {len(want)}")
     return max(float((torch.from_numpy(g) - w).abs().max()) for g, w in zip(got, want))

@@ -81,10 +81,12 @@ class CornerNetLoss(nn.Module):
         tl_heat, br_heat [B, C, h, w] float targets (encode_targets);
         tl_index, br_index [B, M] long, flat y * w + x (any valid value, e.g. 0, where mask is False);
         tl_off, br_off [B, M, 2] float (x, y) offset targets;
-        mask [B, M] bool, True for real objects.
+        mask [B, M] bool, True for real objects;
+        with a centre head (outputs carry ct_heat / ct_off) also ct_heat, ct_index, ct_off, built the same way.
     Returns (total, terms): total is a scalar tensor with gradient; terms maps "focal", "pull", "push",
     "offset" to detached scalar tensors, already weighted, summing to total. Per stack: focal(tl) +
-    focal(br); pull/push from the tl/br embeddings; offset(tl) + offset(br).
+    focal(br); pull/push from the tl/br embeddings; offset(tl) + offset(br); with a centre head, focal(ct) joins
+    "focal" and offset(ct) joins "offset".
     """
 
     def __init__(self, *, pull_weight: float = 0.1, push_weight: float = 0.1, offset_weight: float = 1.0):
@@ -105,6 +107,11 @@ class CornerNetLoss(nn.Module):
             pull, push = pull + p, push + q
             offset = (offset + offset_loss(gather_at(out.tl_off, tl_index), batch["tl_off"], mask)
                       + offset_loss(gather_at(out.br_off, br_index), batch["br_off"], mask))
+            if out.ct_heat is not None:
+                if "ct_heat" not in batch:
+                    raise ValueError("the model has a centre head but the batch has no centre targets (ct_heat)")
+                focal = focal + focal_loss(out.ct_heat, batch["ct_heat"])
+                offset = offset + offset_loss(gather_at(out.ct_off, batch["ct_index"].long()), batch["ct_off"], mask)
         terms = {
             "focal": focal,
             "pull": self.pull_weight * pull,

@@ -142,10 +142,11 @@ def image_detections(outputs, letterbox: Letterbox, *, flip: bool = True, k: int
     outputs: CornerOutputs for a batch of 2 ([image, horizontally mirrored image]) when flip, else a
     batch of 1, as the network produced them for `letterbox`'s input. Both are decoded separately
     (as in the original) and the mirror's boxes mapped back. Returns [N, 8] float64: x1, y1, x2, y2
-    (image pixels), score, tl_score, br_score, class; not yet NMS-ed (see merge_detections).
+    (image pixels), score, tl_score, br_score, class; not yet NMS-ed (see merge_detections). Centre heads,
+    when present, apply the centre check (see `decode`).
     """
-    dets = decode(outputs.tl_heat, outputs.br_heat, outputs.tl_emb, outputs.br_emb, outputs.tl_off,
-                  outputs.br_off, k=k, kernel=kernel, ae_threshold=ae_threshold, num_dets=num_dets)
+    dets = decode(*outputs, outputs.ct_heat, outputs.ct_off, k=k, kernel=kernel, ae_threshold=ae_threshold,
+                  num_dets=num_dets)
     dets = dets.cpu().numpy()
     expected = 2 if flip else 1
     if len(dets) != expected:

@@ -79,6 +79,7 @@ def encode_targets(
     output_size: tuple[int, int],
     radius_mode: str = "object",
     min_overlap: float = 0.3,
+    centres: bool = False,
 ) -> dict[str, np.ndarray]:
     """Heatmaps, corner indices and offset targets for one image.
 
@@ -98,6 +99,8 @@ def encode_targets(
 
     Returns float32 tl_heat, br_heat [C, h, w]; int64 tl_index, br_index [N'] (y * w + x);
     float32 tl_off, br_off [N', 2] (x, y) in [0, 1]; int64 labels [N'] and keep [N'].
+    With centres=True (a model with a centre head), also ct_heat [C, h, w] (a gaussian of the same radius
+    at each box centre), ct_index [N'] and ct_off [N', 2], built like the corners'.
     """
     if radius_mode not in RADIUS_MODES:
         raise ValueError(f"radius_mode must be one of {', '.join(RADIUS_MODES)}, got {radius_mode!r}")
@@ -118,8 +121,11 @@ def encode_targets(
     limit = np.array([out_w - 1, out_h - 1])
     tl_cell = np.minimum(np.floor(scaled[:, :2]), limit).astype(np.int64)
     br_cell = np.minimum(np.floor(scaled[:, 2:]), limit).astype(np.int64)
+    centre = (scaled[:, :2] + scaled[:, 2:]) / 2
+    ct_cell = np.minimum(np.floor(centre), limit).astype(np.int64)
     tl_heat = np.zeros((num_classes, out_h, out_w), dtype=np.float32)
     br_heat = np.zeros((num_classes, out_h, out_w), dtype=np.float32)
+    ct_heat = np.zeros((num_classes, out_h, out_w), dtype=np.float32) if centres else None
     for i, label in enumerate(labels):
         if radius_mode == "object":
             height = math.ceil(scaled[i, 3] - scaled[i, 1])
@@ -131,7 +137,9 @@ def encode_targets(
             radius = 0
         draw_gaussian(tl_heat[label], tuple(tl_cell[i]), radius)
         draw_gaussian(br_heat[label], tuple(br_cell[i]), radius)
-    return {
+        if centres:
+            draw_gaussian(ct_heat[label], tuple(ct_cell[i]), radius)
+    out = {
         "tl_heat": tl_heat,
         "br_heat": br_heat,
         "tl_index": tl_cell[:, 1] * out_w + tl_cell[:, 0],
@@ -141,6 +149,10 @@ def encode_targets(
         "labels": labels,
         "keep": keep.astype(np.int64),
     }
+    if centres:
+        out.update(ct_heat=ct_heat, ct_index=ct_cell[:, 1] * out_w + ct_cell[:, 0],
+                   ct_off=(centre - ct_cell).astype(np.float32))
+    return out
 
 
 def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

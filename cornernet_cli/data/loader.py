@@ -42,8 +42,9 @@ class TrainDataset(Dataset):
                  scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3), border: int = 128,
                  flip: float = 0.5, color: float = 0.4, light: float = 0.1, radius_mode: str = "object",
                  min_overlap: float = 0.3, mean: np.ndarray = MEAN, std: np.ndarray = STD, vflip: float = 0.0,
-                 transpose: float = 0.0):
+                 transpose: float = 0.0, centres: bool = False):
         self.base = base
+        self.centres = centres
         self.input_size = (input_size, input_size)
         self.output_size = output_size_for(input_size, output_stride)
         self.aug = dict(scales=tuple(scales), border=border, flip=flip, color=color, light=light, mean=mean, std=std,
@@ -71,12 +72,12 @@ class TrainDataset(Dataset):
         image, boxes, labels = train_transform(sample.image, sample.boxes, sample.labels, rng,
                                                input_size=self.input_size, **self.aug)
         t = encode_targets(boxes, labels, self.num_classes, self.input_size, self.output_size,
-                           radius_mode=self.radius_mode, min_overlap=self.min_overlap)
+                           radius_mode=self.radius_mode, min_overlap=self.min_overlap, centres=self.centres)
         out = {"image": image}
-        for key in ("tl_heat", "br_heat", "tl_off", "br_off"):
-            out[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.float32))
-        for key in ("tl_index", "br_index"):
-            out[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=np.int64))
+        kinds = ("tl", "br", "ct") if self.centres else ("tl", "br")
+        for kind in kinds:
+            for key, dtype in ((f"{kind}_heat", np.float32), (f"{kind}_off", np.float32), (f"{kind}_index", np.int64)):
+                out[key] = torch.from_numpy(np.ascontiguousarray(t[key], dtype=dtype))
         return out
 
 
@@ -93,19 +94,22 @@ def build_train_dataset(base: CocoDetection, *, input_size: int, data_cfg=None, 
 
 
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch with exactly BATCH_KEYS: per-object tensors padded to [B, M(, 2)] with zeros,
-    mask [B, M] bool (M = max objects, at least 1)."""
+    """Stack samples into a batch with exactly BATCH_KEYS (plus ct_heat, ct_index, ct_off when the samples have
+    centre targets): per-object tensors padded to [B, M(, 2)] with zeros, mask [B, M] bool (M = max objects,
+    at least 1)."""
     b = len(samples)
     m = max([1] + [len(s["tl_index"]) for s in samples])
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "tl_heat", "br_heat")}
-    for key in ("tl_index", "br_index"):
-        batch[key] = torch.zeros(b, m, dtype=torch.int64)
-    for key in ("tl_off", "br_off"):
-        batch[key] = torch.zeros(b, m, 2, dtype=torch.float32)
+    kinds = ("tl", "br", "ct") if "ct_heat" in samples[0] else ("tl", "br")
+    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", *(f"{c}_heat" for c in kinds))}
+    for c in kinds:
+        batch[f"{c}_index"] = torch.zeros(b, m, dtype=torch.int64)
+    for c in kinds:
+        batch[f"{c}_off"] = torch.zeros(b, m, 2, dtype=torch.float32)
     batch["mask"] = torch.zeros(b, m, dtype=torch.bool)
+    per_object = [f"{c}_{key}" for c in kinds for key in ("index", "off")]
     for i, s in enumerate(samples):
         n = len(s["tl_index"])
-        for key in ("tl_index", "br_index", "tl_off", "br_off"):
+        for key in per_object:
             batch[key][i, :n] = s[key]
         batch["mask"][i, :n] = True
     return batch

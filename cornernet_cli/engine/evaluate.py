@@ -105,6 +105,11 @@ def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _has_centre_head(model: nn.Module | None) -> bool:
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "centre_head", False))
+
+
 def evaluate_model(
     model: nn.Module | None,
     data_dir: str | Path,
@@ -135,7 +140,8 @@ def evaluate_model(
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
-    nms, total} per image, "images": N, "detections": count, "split", "flip", "scales", "oracle"}.
+    nms, total} per image, "images": N, "detections": count, "split", "flip", "scales", "oracle", "centre_check"
+    (whether boxes were checked against a centre head)}.
     """
     if oracle is not None and oracle not in ORACLES:
         raise CornerNetError(f"--oracle must be one of {', '.join(ORACLES)}, got {oracle!r}", 2)
@@ -181,7 +187,7 @@ def evaluate_model(
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
                     "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
-                    "amp": amp})
+                    "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))

@@ -22,7 +22,7 @@ from torch import nn
 from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.letterbox import Letterbox
 from cornernet_cli.data.transforms import flip_boxes, flip_image, prepare_test_image
-from cornernet_cli.model.cornernet import CornerOutputs
+from cornernet_cli.model.cornernet import CentreOutputs, CornerOutputs
 from cornernet_cli.postprocess import detections_to_image, merge_detections
 
 ORACLES = ("heatmaps", "heatmaps+offsets")
@@ -94,8 +94,9 @@ def oracle_outputs(
     radius) as logits; embeddings are ground truth too (object j of an image gets (j + 1) * spacing at both
     its corners, spacing > ae_threshold, so grouping is exact); offsets are ground truth with mode
     "heatmaps+offsets" and the network's (`predicted`) with mode "heatmaps". gt_embeddings=False keeps the
-    network's embeddings instead (the paper's setting, which measures its grouping too). Returns CornerOutputs of
-    [B, C, h, w] / [B, 1, h, w] / [B, 2, h, w] on the CPU.
+    network's embeddings instead (the paper's setting, which measures its grouping too). When `predicted` has
+    centre heads, the centre heatmap is ground truth too (and the centre offsets, with "heatmaps+offsets").
+    Returns CornerOutputs of [B, C, h, w] / [B, 1, h, w] / [B, 2, h, w] on the CPU.
     """
     from cornernet_cli.targets import encode_targets
 
@@ -106,26 +107,32 @@ def oracle_outputs(
     h, w = output_size
     b = len(gt_boxes)
     spacing = max(1.0, 2.0 * ae_threshold)
-    heats = {"tl": torch.zeros(b, num_classes, h, w), "br": torch.zeros(b, num_classes, h, w)}
+    centres = predicted is not None and predicted.ct_heat is not None
+    kinds = ("tl", "br", "ct") if centres else ("tl", "br")
+    heats = {c: torch.zeros(b, num_classes, h, w) for c in kinds}
     embs = {"tl": torch.zeros(b, 1, h * w), "br": torch.zeros(b, 1, h * w)}
-    offs = {"tl": torch.zeros(b, 2, h * w), "br": torch.zeros(b, 2, h * w)}
+    offs = {c: torch.zeros(b, 2, h * w) for c in kinds}
     for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels)):
-        t = encode_targets(boxes, labels, num_classes, input_size, output_size)
+        t = encode_targets(boxes, labels, num_classes, input_size, output_size, centres=centres)
         ident = (torch.arange(len(t["keep"]), dtype=torch.float32) + 1.0) * spacing
-        for c in ("tl", "br"):
+        for c in kinds:
             heats[c][i] = _logit(t[f"{c}_heat"])
             index = torch.from_numpy(t[f"{c}_index"])
-            embs[c][i, 0, index] = ident
             offs[c][i, :, index] = torch.from_numpy(t[f"{c}_off"]).T
+            if c in embs:
+                embs[c][i, 0, index] = ident
     if mode == "heatmaps":
-        tl_off, br_off = predicted.tl_off.float().cpu(), predicted.br_off.float().cpu()
+        off = {c: getattr(predicted, f"{c}_off").float().cpu() for c in kinds}
     else:
-        tl_off, br_off = offs["tl"].view(b, 2, h, w), offs["br"].view(b, 2, h, w)
+        off = {c: offs[c].view(b, 2, h, w) for c in kinds}
     if gt_embeddings:
         tl_emb, br_emb = embs["tl"].view(b, 1, h, w), embs["br"].view(b, 1, h, w)
     else:
         tl_emb, br_emb = predicted.tl_emb.float().cpu(), predicted.br_emb.float().cpu()
-    return CornerOutputs(heats["tl"], heats["br"], tl_emb, br_emb, tl_off, br_off)
+    corners = (heats["tl"], heats["br"], tl_emb, br_emb, off["tl"], off["br"])
+    if centres:
+        return CentreOutputs(*corners, ct_heat=heats["ct"], ct_off=off["ct"])
+    return CornerOutputs(*corners)
 
 
 def _memory_format(model: nn.Module) -> torch.memory_format:
@@ -137,7 +144,7 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
 
 
 def _to_device(outputs: CornerOutputs, device: torch.device) -> CornerOutputs:
-    return CornerOutputs(*(t.to(device) for t in outputs))
+    return outputs.map(lambda t: t.to(device))
 
 
 @torch.inference_mode()
@@ -199,7 +206,7 @@ def detect_images(
         if model is not None:
             with autocast(device, dtype):
                 outputs = model(batch)[-1]
-            outputs = CornerOutputs(*(t.float() for t in outputs))
+            outputs = outputs.map(torch.Tensor.float)
         start = timer.add("network", start)
 
         if oracle is not None:
@@ -215,9 +222,11 @@ def detect_images(
                                      ae_threshold=params.ae_threshold)
             outputs = _to_device(outputs, device)
         if return_outputs and not kept_outputs:
-            kept_outputs.append((CornerOutputs(*(t.float().cpu() for t in outputs)), boxes))
-        dets = decode(*outputs, k=params.k, kernel=params.kernel, ae_threshold=params.ae_threshold,
-                      num_dets=params.num_dets).cpu().numpy()
+            kept_outputs.append((outputs.map(lambda t: t.float().cpu()), boxes))
+        ct_heat = outputs.ct_heat if params.centre_check else None
+        dets = decode(*outputs, ct_heat, outputs.ct_off, k=params.k, kernel=params.kernel,
+                      ae_threshold=params.ae_threshold, num_dets=params.num_dets,
+                      centre_n=params.centre_n).cpu().numpy()
         for i, lb in enumerate(boxes):
             per_image[i].append(detections_to_image(dets[i], lb))
             if flip:

@@ -349,7 +349,8 @@ def train(
     loader = build_train_loader(
         data_dir, train_split, input_size=data_cfg.input_size, batch_size=tc.batch_size, workers=tc.workers,
         seed=tc.seed, radius_mode=data_cfg.radius_mode, rank=env.rank, world_size=env.world_size,
-        start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda", base=base)
+        start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda", base=base,
+        centres=model_cfg.centre_head)
 
     has_val = val_dir is not None
     total = tc.iters
@@ -407,7 +408,7 @@ def train(
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(dev, amp_dtype):
                 outputs = ddp_model(images)
-            outputs = [type(o)(*(t.float() for t in o)) for o in outputs]
+            outputs = [o.map(torch.Tensor.float) for o in outputs]
             loss, terms = criterion(outputs, batch)
             loss_value = float(loss.detach())
             if _any_rank(not math.isfinite(loss_value), env, dev):

@@ -1,7 +1,14 @@
 """The CornerNet network: corner pooling, stacked hourglass, prediction modules."""
 
 from cornernet_cli.model.corner_pool import CornerPool, corner_pool, corner_pool_doubling
-from cornernet_cli.model.cornernet import CornerNet, CornerOutputs, build_model, set_export_mode
+from cornernet_cli.model.cornernet import (
+    CentreOutputs,
+    CornerNet,
+    CornerOutputs,
+    build_model,
+    outputs_from_heads,
+    set_export_mode,
+)
 
-__all__ = ["CornerNet", "CornerOutputs", "CornerPool", "build_model", "corner_pool", "corner_pool_doubling",
-           "set_export_mode"]
+__all__ = ["CentreOutputs", "CornerNet", "CornerOutputs", "CornerPool", "build_model", "corner_pool",
+           "corner_pool_doubling", "outputs_from_heads", "set_export_mode"]

@@ -21,6 +21,8 @@ class CornerOutputs(NamedTuple):
     tl_heat, br_heat: [B, C, h, w] heatmap logits (apply sigmoid for scores).
     tl_emb, br_emb:   [B, 1, h, w] associative embeddings.
     tl_off, br_off:   [B, 2, h, w] sub-pixel offsets in output pixels (channel 0 = x, 1 = y).
+    ct_heat, ct_off:  None here; a model built with centre_head=True returns `CentreOutputs`, where they hold
+                      the centre heads. They are attributes, never tuple items: the tuple is always the six.
     """
 
     tl_heat: torch.Tensor
@@ -29,6 +31,41 @@ class CornerOutputs(NamedTuple):
     br_emb: torch.Tensor
     tl_off: torch.Tensor
     br_off: torch.Tensor
+    ct_heat = None
+    ct_off = None
+
+    def map(self, fn) -> CornerOutputs:
+        """The same outputs (centre heads included) with `fn` applied to every tensor."""
+        corners = [fn(t) for t in self]
+        if self.ct_heat is None:
+            return CornerOutputs(*corners)
+        return CentreOutputs(*corners, ct_heat=fn(self.ct_heat), ct_off=fn(self.ct_off))
+
+
+class CentreOutputs(CornerOutputs):
+    """CornerOutputs of a model with a centre head (CenterNet-style triplets, not in the paper).
+
+    Iterates, unpacks and indexes as the six corner heads; the centre heads are the attributes
+    ct_heat [B, C, h, w] (logits) and ct_off [B, 2, h, w] (centre offsets, x then y). Rebuild one with
+    `map`, not `type(o)(*o)`: torch's pytree utilities treat it as a plain namedtuple of the six, so a
+    pytree round trip fails loudly here rather than dropping the centre heads.
+    """
+
+    def __new__(cls, *corners: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor) -> CentreOutputs:
+        self = super().__new__(cls, *corners)
+        self.ct_heat, self.ct_off = ct_heat, ct_off
+        return self
+
+
+def outputs_from_heads(heads) -> CornerOutputs:
+    """Six head tensors (OUTPUT_NAMES order, e.g. an ONNX session's outputs) -> CornerOutputs; eight (a centre
+    head's ct_heat and ct_off last) -> CentreOutputs."""
+    heads = list(heads)
+    if len(heads) == 6:
+        return CornerOutputs(*heads)
+    if len(heads) == 8:
+        return CentreOutputs(*heads[:6], ct_heat=heads[6], ct_off=heads[7])
+    raise ValueError(f"expected 6 head tensors (or 8 with a centre head), got {len(heads)}")
 
 
 class CornerPoolModule(nn.Module):
@@ -68,7 +105,7 @@ class CornerPrediction(nn.Module):
     """Prediction module of one stack for both corner types: [B, cnv, h, w] -> CornerOutputs."""
 
     def __init__(self, *, cnv_channels: int, pool_channels: int, head_channels: int, num_classes: int,
-                 corner_pool: bool = True):
+                 corner_pool: bool = True, centre_head: bool = False):
         super().__init__()
         c = cnv_channels
         self.tl_pool = CornerPoolModule(channels=c, pool_channels=pool_channels, directions=("top", "left"),
@@ -81,12 +118,18 @@ class CornerPrediction(nn.Module):
         self.br_emb = head(c, head_channels, 1)
         self.tl_off = head(c, head_channels, 2)
         self.br_off = head(c, head_channels, 2)
+        # The centre heads read the hourglass features directly (no corner pooling): a centre lies inside its object.
+        self.ct_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS) if centre_head else None
+        self.ct_off = head(c, head_channels, 2) if centre_head else None
 
     def forward(self, cnv: torch.Tensor) -> CornerOutputs:
         tl, br = self.tl_pool(cnv), self.br_pool(cnv)
         heads = (self.tl_heat(tl), self.br_heat(br), self.tl_emb(tl), self.br_emb(br), self.tl_off(tl), self.br_off(br))
+        out = CornerOutputs(*heads)
+        if self.ct_heat is not None:
+            out = CentreOutputs(*heads, ct_heat=self.ct_heat(cnv), ct_off=self.ct_off(cnv))
         # a channels_last network gives channels_last heads; the loss and the decode flatten them (small copies)
-        return CornerOutputs(*(h.contiguous() for h in heads))
+        return out.map(torch.Tensor.contiguous)
 
 
 class CornerNet(nn.Module):
@@ -98,13 +141,13 @@ class CornerNet(nn.Module):
 
     def __init__(self, *, num_stacks: int, stem_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...],
                  cnv_channels: int, pool_channels: int, head_channels: int, num_classes: int,
-                 corner_pool: bool = True):
+                 corner_pool: bool = True, centre_head: bool = False):
         super().__init__()
         self.backbone = StackedHourglass(num_stacks=num_stacks, stem_channels=stem_channels, channels=channels,
                                          blocks=blocks, cnv_channels=cnv_channels)
         self.predictions = nn.ModuleList(
             CornerPrediction(cnv_channels=cnv_channels, pool_channels=pool_channels, head_channels=head_channels,
-                             num_classes=num_classes, corner_pool=corner_pool)
+                             num_classes=num_classes, corner_pool=corner_pool, centre_head=centre_head)
             for _ in range(num_stacks)
         )
         self.num_classes = num_classes
@@ -124,12 +167,15 @@ class CornerNet(nn.Module):
         return [pred(f) for pred, f in zip(self.predictions, features)]
 
 
-def build_model(preset: str = "hourglass-104", num_classes: int = 80, corner_pool: bool = True) -> CornerNet:
+def build_model(preset: str = "hourglass-104", num_classes: int = 80, corner_pool: bool = True,
+                centre_head: bool = False) -> CornerNet:
     """Build a CornerNet from a named preset (see `cornernet_cli.config.PRESETS`).
 
     corner_pool=False keeps every layer but makes the pooling the identity (the paper's ablation).
+    centre_head=True adds a centre heatmap and centre offsets to every prediction module (not in the paper:
+    CenterNet's keypoint triplets, Duan et al. 2019); the decoder then drops boxes with no centre inside.
     """
-    return CornerNet.from_config(model_config(preset, num_classes, corner_pool))
+    return CornerNet.from_config(model_config(preset, num_classes, corner_pool, centre_head))
 
 
 def set_export_mode(model: nn.Module, enabled: bool = True, max_len: int | None = None) -> None:

@@ -1,0 +1,209 @@
+"""The optional centre head (CenterNet-style keypoint triplets, not in the paper): targets, the decoder's
+centre check against a naive loop, the rejection of a pair spanning two neighbours, loss, training, export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cornernet_cli.decode import decode, topk_maxpool
+from cornernet_cli.losses import CornerNetLoss, focal_loss
+from cornernet_cli.model import build_model
+from cornernet_cli.model.cornernet import CentreOutputs, CornerOutputs
+from cornernet_cli.targets import encode_targets
+
+
+def test_centre_targets_give_back_the_box_centres():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 200, (12, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(2, 60, (12, 2))], axis=1)
+    boxes[3] = [50, 50, 50, 80]  # zero width: dropped from every array
+    labels = rng.integers(0, 4, 12)
+    t = encode_targets(boxes, labels, 4, (256, 256), (64, 64), centres=True)
+    assert 3 not in t["keep"] and len(t["ct_index"]) == len(t["keep"]) == 11
+    kept = np.clip(boxes[t["keep"]] / 4, 0, 64)
+    centre = (kept[:, :2] + kept[:, 2:]) / 2
+    cells = np.stack([t["ct_index"] % 64, t["ct_index"] // 64], axis=1)
+    np.testing.assert_allclose(cells + t["ct_off"], centre, atol=1e-5)
+    assert (t["ct_off"] >= 0).all() and (t["ct_off"] < 1).all()
+    for label, (x, y) in zip(t["labels"], cells):
+        assert t["ct_heat"][label, y, x] == 1.0
+    assert "ct_heat" not in encode_targets(boxes, labels, 4, (256, 256), (64, 64))
+
+
+def _naive_centre_check(dets, ct_heat, ct_off, k, centre_n):
+    """One box and one centre at a time, from the original max-pool top-k."""
+    b, c, h, w = ct_heat.shape
+    scores, index = topk_maxpool(ct_heat, k=k)
+    out = []
+    for i in range(b):
+        rows = []
+        for d in dets[i].tolist():
+            x1, y1, x2, y2, score, s_tl, s_br, cls = d
+            best = -1.0
+            lo, hi = (centre_n - 1) / (2 * centre_n), (centre_n + 1) / (2 * centre_n)
+            for s, idx in zip(scores[i].tolist(), index[i].tolist()):
+                label, cell = idx // (h * w), idx % (h * w)
+                cx = cell % w + float(ct_off[i, 0, cell // w, cell % w])
+                cy = cell // w + float(ct_off[i, 1, cell // w, cell % w])
+                in_x = x1 + (x2 - x1) * lo <= cx <= x1 + (x2 - x1) * hi
+                in_y = y1 + (y2 - y1) * lo <= cy <= y1 + (y2 - y1) * hi
+                if in_x and in_y and label == int(cls):
+                    best = max(best, s)
+            new = (s_tl + s_br + best) / 3 if score >= 0 and best >= 0 else -1.0
+            rows.append([x1, y1, x2, y2, new, s_tl, s_br, cls])
+        rows.sort(key=lambda r: -r[4])
+        out.append(rows)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("centre_n", [3.0, 5.0])
+def test_centre_check_matches_a_naive_loop(centre_n):
+    g = torch.Generator().manual_seed(1)
+    b, c, h, w = 2, 2, 12, 14
+    k = 60
+    heads = [torch.randn(b, c, h, w, generator=g), torch.randn(b, c, h, w, generator=g),
+             torch.zeros(b, 1, h, w), torch.zeros(b, 1, h, w),  # every same-class, upright pair is a box
+             torch.rand(b, 2, h, w, generator=g), torch.rand(b, 2, h, w, generator=g)]
+    ct_heat, ct_off = torch.randn(b, c, h, w, generator=g), torch.rand(b, 2, h, w, generator=g)
+    plain = decode(*heads, k=k, ae_threshold=1.0, num_dets=300)
+    got = decode(*heads, ct_heat, ct_off, k=k, ae_threshold=1.0, num_dets=300, centre_n=centre_n)
+    want = _naive_centre_check(plain, ct_heat, ct_off, k, centre_n)
+    assert (got[..., 4] >= 0).sum() > 50 and (got[..., 4] < 0).sum() > 50  # both outcomes occur
+    torch.testing.assert_close(got[..., 4], want[..., 4])
+    keep = got[..., 4] >= 0
+    torch.testing.assert_close(got[keep], want[keep])
+
+
+def _logit(p):
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))[None]
+
+
+def test_centre_check_drops_a_pair_spanning_two_neighbours():
+    # Two touching objects of one class whose four corners share one embedding: the corner pairing alone
+    # also accepts the box from the left object's top-left to the right object's bottom-right.
+    boxes = np.array([[2.3, 4.2, 7.6, 9.4], [8.2, 4.7, 13.5, 9.6]])
+    t = encode_targets(boxes, [0, 0], 1, (16, 16), (16, 16), centres=True)
+    zeros = torch.zeros(1, 1, 16, 16)
+
+    def offsets(kind):
+        off = torch.zeros(1, 2, 256)
+        off[0, :, torch.from_numpy(t[f"{kind}_index"])] = torch.from_numpy(t[f"{kind}_off"]).T
+        return off.view(1, 2, 16, 16)
+
+    heads = CentreOutputs(_logit(t["tl_heat"]), _logit(t["br_heat"]), zeros, zeros, offsets("tl"), offsets("br"),
+                          ct_heat=_logit(t["ct_heat"]), ct_off=offsets("ct"))
+
+    def confident(dets):
+        d = dets[0][dets[0, :, 4] > 0.7]
+        return sorted(tuple(round(v, 3) for v in row[:4].tolist()) for row in d)
+
+    spanning = (2.3, 4.2, 13.5, 9.6)
+    assert len(heads) == 6 and spanning in confident(decode(*heads, k=10))
+    assert confident(decode(*heads, heads.ct_heat, heads.ct_off, k=10)) == sorted(tuple(b) for b in boxes.tolist())
+
+
+def test_oracle_heatmaps_cover_the_centre_head():
+    from cornernet_cli.engine.inference import oracle_outputs
+
+    boxes = [np.array([[4.0, 8.0, 40.0, 30.0], [30.0, 36.0, 60.0, 62.0]])]
+    predicted = build_model("tiny", num_classes=2, centre_head=True).eval()(torch.zeros(1, 3, 64, 64))[-1]
+    t = encode_targets(boxes[0], [0, 1], 2, (64, 64), (16, 16), centres=True)
+    for mode, want_off in (("heatmaps", predicted.ct_off), ("heatmaps+offsets", None)):
+        out = oracle_outputs(boxes, [np.array([0, 1])], num_classes=2, input_size=(64, 64), output_size=(16, 16),
+                             mode=mode, predicted=predicted)
+        np.testing.assert_allclose(torch.sigmoid(out.ct_heat[0]).numpy(), t["ct_heat"], atol=1e-5)
+        if want_off is not None:
+            torch.testing.assert_close(out.ct_off, want_off)
+        else:
+            got = out.ct_off[0].reshape(2, -1)[:, torch.from_numpy(t["ct_index"])].T
+            torch.testing.assert_close(got, torch.from_numpy(t["ct_off"]))
+
+
+def _batch_with_centres(b, n, size, classes, seed):
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in ("tl_heat", "br_heat", "ct_heat", "tl_index", "br_index", "ct_index",
+                           "tl_off", "br_off", "ct_off")}
+    for _ in range(b):
+        xy = rng.uniform(0, size * 3 // 4, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(4, size // 4, (n, 2))], axis=1)
+        t = encode_targets(boxes, rng.integers(0, classes, n), classes, (size, size), (size // 4, size // 4),
+                           centres=True)
+        for k in out:
+            out[k].append(torch.from_numpy(t[k]))
+    batch = {k: torch.stack(v) for k, v in out.items()}
+    batch["mask"] = torch.ones(b, n, dtype=torch.bool)
+    return batch
+
+
+def test_loss_adds_the_centre_terms():
+    torch.manual_seed(0)
+    model = build_model("tiny", num_classes=3, centre_head=True)
+    outputs = model(torch.randn(2, 3, 64, 64))
+    assert all(o.ct_heat.shape == (2, 3, 16, 16) and o.ct_off.shape == (2, 2, 16, 16) for o in outputs)
+    batch = _batch_with_centres(2, 4, 64, 3, seed=0)
+    total, terms = CornerNetLoss()(outputs, batch)
+    corners_only = [CornerOutputs(*o) for o in outputs]  # the tuple is the six corner heads
+    _, base = CornerNetLoss()(corners_only, batch)
+    ct_focal = sum(float(focal_loss(o.ct_heat.detach(), batch["ct_heat"])) for o in outputs)
+    assert float(terms["focal"]) == pytest.approx(float(base["focal"]) + ct_focal, rel=1e-5)
+    assert float(terms["offset"]) > float(base["offset"])
+    total.backward()
+    assert model.predictions[0].ct_heat[2].weight.grad.abs().sum() > 0
+    batch = {k: v for k, v in batch.items() if not k.startswith("ct_")}
+    with pytest.raises(ValueError, match="centre targets"):
+        CornerNetLoss()(outputs, batch)
+
+
+def test_cli_trains_evaluates_and_exports_a_centre_head(tmp_path):
+    from typer.testing import CliRunner
+
+    from cornernet_cli.cli import app
+    from cornernet_cli.data.synthetic import write_synthetic_dataset
+    from cornernet_cli.engine.checkpoint import load_model
+
+    data = tmp_path / "syn"
+    write_synthetic_dataset(data, num_train=8, num_val=3, image_size=96, seed=1)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--data", str(data), "--preset", "tiny", "--input-size", "64",
+                                 "--batch-size", "2", "--iters", "3", "--workers", "0", "--device", "cpu",
+                                 "--centre-head", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["model"]["centre_head"] is True
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(row["loss"]) for row in rows if "loss" in row)
+    model, meta = load_model(run / "last.safetensors")
+    assert meta["model_config"].centre_head and model.predictions[-1].ct_heat is not None
+    for flag, expect in (("--centre-check", True), ("--no-centre-check", False)):
+        out = tmp_path / flag / "results.json"
+        r = CliRunner().invoke(app, ["eval", "--checkpoint", str(run / "last.safetensors"), "--data", str(data),
+                                     "--no-flip", flag, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert json.loads(out.with_name("metrics.json").read_text())["centre_check"] is expect
+
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from cornernet_cli.export import CENTRE_NAMES, OUTPUT_NAMES, export_onnx
+
+    summary = export_onnx(run / "last.safetensors", tmp_path / "m.onnx", height=64, width=64)
+    assert summary.max_abs_diff is not None and summary.max_abs_diff <= 1e-4
+    import onnx
+
+    assert [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output] == list(OUTPUT_NAMES + CENTRE_NAMES)
+    import onnxruntime as ort
+
+    from cornernet_cli.model import outputs_from_heads
+
+    images = torch.randn(1, 3, 64, 64)
+    heads = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": images.numpy()})
+    got = outputs_from_heads(torch.from_numpy(h) for h in heads)
+    with torch.no_grad():
+        want = model.eval()(images)[-1]
+    assert isinstance(got, CentreOutputs) and len(got) == 6
+    torch.testing.assert_close(got.ct_heat, want.ct_heat, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.ct_off, want.ct_off, atol=1e-4, rtol=0)
+    assert type(outputs_from_heads(heads[:6])) is CornerOutputs
+    with pytest.raises(ValueError, match="expected 6 head tensors"):
+        outputs_from_heads(heads[:7])
