@@ -378,9 +378,11 @@ def train(
             save_checkpoint(best_path, eval_model, class_names=class_names, category_ids=category_ids,
                             extra=meta_extra)
 
-    def validate(step: int) -> dict[str, Any]:
-        from cornernet_cli.engine.evaluate import evaluate_model
+    # Loaded now, not at the first validation: a run must not pick up code changed under it (a reinstall, an
+    # edit) halfway through, where the new evaluation code would meet this process's old model classes.
+    from cornernet_cli.engine.evaluate import evaluate_model
 
+    def validate(step: int) -> dict[str, Any]:
         eval_model.eval()
         result = evaluate_model(eval_model, val_dir, val_split, device=dev, class_names=class_names,
                                 category_ids=category_ids, flip=False, scales=tuple(tc.val_scales),
