@@ -170,7 +170,10 @@ def _centre_check(dets: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tenso
     b, c, h, w = ct_heat.shape
     ct_score, ct_idx = topk_corners(ct_heat, k=min(k, c * h * w), kernel=kernel)
     ct_cls, ct_cell = ct_idx // (h * w), ct_idx % (h * w)
-    ct_o = gather_at(ct_off.float(), ct_cell) if ct_off is not None else torch.full((*ct_cell.shape, 2), 0.5)
+    if ct_off is not None:
+        ct_o = gather_at(ct_off.float(), ct_cell)
+    else:  # no offsets: the cell centre
+        ct_o = torch.full((*ct_cell.shape, 2), 0.5, device=ct_cell.device)
     ct_x = ((ct_cell % w).float() + ct_o[..., 0])[:, None, :]  # [B, 1, kc]
     ct_y = ((ct_cell // w).float() + ct_o[..., 1])[:, None, :]
     x1, y1, x2, y2 = (dets[..., i : i + 1] for i in range(4))  # [B, n, 1]

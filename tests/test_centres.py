@@ -76,6 +76,17 @@ def test_centre_check_matches_a_naive_loop(centre_n):
     torch.testing.assert_close(got[keep], want[keep])
 
 
+def test_centre_check_without_offsets_uses_the_cell_centre():
+    g = torch.Generator().manual_seed(2)
+    heads = [torch.randn(1, 1, 10, 10, generator=g), torch.randn(1, 1, 10, 10, generator=g),
+             torch.zeros(1, 1, 10, 10), torch.zeros(1, 1, 10, 10), torch.rand(1, 2, 10, 10, generator=g),
+             torch.rand(1, 2, 10, 10, generator=g)]
+    ct_heat = torch.randn(1, 1, 10, 10, generator=g)
+    got = decode(*heads, ct_heat, None, k=40)
+    assert (got[..., 4] >= 0).sum() > 10
+    torch.testing.assert_close(got, decode(*heads, ct_heat, torch.full((1, 2, 10, 10), 0.5), k=40))
+
+
 def _logit(p):
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))[None]
