@@ -335,13 +335,15 @@ def detect_cmd(
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
     max_side: int = typer.Option(2048, "--max-side", min=32, help="Larger images are shrunk to this longer side "
                                  "for the network (boxes stay in image pixels)."),
+    centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
+                                      "--centre-head: keep only boxes with a centre keypoint in their middle third."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
     from cornernet_cli.config import DecodeConfig
     from cornernet_cli.detect import detect, report_table
 
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
-                    params=DecodeConfig(max_side=max_side), amp=amp)
+                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp)
     console.print(report_table(report))
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)

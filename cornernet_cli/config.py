@@ -31,7 +31,12 @@ class ModelConfig:
     centre_head: bool = False  # also predict object centres (CenterNet-style triplets; not in the paper)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; centre_head only when True, so that checkpoints of models without the head
+        stay readable by versions that predate it."""
+        d = dataclasses.asdict(self)
+        if not d["centre_head"]:
+            del d["centre_head"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:

@@ -13,6 +13,8 @@ the plain max-pool path runs instead. Same corners, a fraction of the work (see 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -117,6 +119,8 @@ def decode(
     like the corners; a pair is kept only if a centre of its class lies in the box's central region (the
     middle 1 / centre_n of its width and height, borders included), and then scored by the mean of its two
     corner scores and the best such centre's score. Other pairs are rejected (-1), and the rows are re-sorted.
+    ct_heat must have tl_heat's shape and ct_off [B, 2, h, w]; ct_off without ct_heat is ignored, and
+    ct_heat without ct_off takes each centre at its cell's middle.
     """
     b, c, h, w = tl_heat.shape
     k = min(k, c * h * w)
@@ -154,6 +158,9 @@ def decode(
         cls.unsqueeze(-1),
     ], dim=-1)
     if ct_heat is not None:
+        if ct_heat.shape != tl_heat.shape or (ct_off is not None and tuple(ct_off.shape) != (b, 2, h, w)):
+            got = f"ct_heat {tuple(ct_heat.shape)}" + (f", ct_off {tuple(ct_off.shape)}" if ct_off is not None else "")
+            raise ValueError(f"centre heads {got} do not match the corner heads {tuple(tl_heat.shape)}")
         dets = _centre_check(dets, ct_heat, ct_off, k=k, kernel=kernel, centre_n=centre_n)
     if n < num_dets:
         pad = torch.zeros(b, num_dets - n, 8, dtype=dets.dtype, device=dets.device)
@@ -165,7 +172,7 @@ def decode(
 def _centre_check(dets: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor | None, *, k: int, kernel: int,
                   centre_n: float) -> torch.Tensor:
     """Rescore decoded pairs [B, n, 8] by their centre keypoints (see `decode`); returns them re-sorted by score."""
-    if centre_n < 1:
+    if not (math.isfinite(centre_n) and centre_n >= 1):
         raise ValueError(f"centre_n must be >= 1 (the central region is 1/n of the box), got {centre_n}")
     b, c, h, w = ct_heat.shape
     ct_score, ct_idx = topk_corners(ct_heat, k=min(k, c * h * w), kernel=kernel)

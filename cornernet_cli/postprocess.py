@@ -136,17 +136,19 @@ def detections_to_image(dets: np.ndarray, letterbox: Letterbox, *, mirrored: boo
 
 
 def image_detections(outputs, letterbox: Letterbox, *, flip: bool = True, k: int = 100, kernel: int = 3,
-                     ae_threshold: float = 0.5, num_dets: int = 1000) -> np.ndarray:
+                     ae_threshold: float = 0.5, num_dets: int = 1000, centre_check: bool = True,
+                     centre_n: float = 3.0) -> np.ndarray:
     """Decode one image at one scale, with flip test-time augmentation, into image pixels.
 
     outputs: CornerOutputs for a batch of 2 ([image, horizontally mirrored image]) when flip, else a
     batch of 1, as the network produced them for `letterbox`'s input. Both are decoded separately
     (as in the original) and the mirror's boxes mapped back. Returns [N, 8] float64: x1, y1, x2, y2
     (image pixels), score, tl_score, br_score, class; not yet NMS-ed (see merge_detections). Centre heads,
-    when present, apply the centre check (see `decode`).
+    when present and centre_check, apply the centre check with centre_n (see `decode`).
     """
-    dets = decode(*outputs, outputs.ct_heat, outputs.ct_off, k=k, kernel=kernel, ae_threshold=ae_threshold,
-                  num_dets=num_dets)
+    ct_heat = outputs.ct_heat if centre_check else None
+    dets = decode(*outputs, ct_heat, outputs.ct_off, k=k, kernel=kernel, ae_threshold=ae_threshold,
+                  num_dets=num_dets, centre_n=centre_n)
     dets = dets.cpu().numpy()
     expected = 2 if flip else 1
     if len(dets) != expected:

@@ -218,3 +218,72 @@ def test_cli_trains_evaluates_and_exports_a_centre_head(tmp_path):
     assert type(outputs_from_heads(heads[:6])) is CornerOutputs
     with pytest.raises(ValueError, match="expected 6 head tensors"):
         outputs_from_heads(heads[:7])
+
+
+def test_centre_region_boundaries_by_hand():
+    # One box from (0, 0) to (9, 9) in output cells; with n = 3 its middle third is [3, 6] in x and y.
+    # A centre at 3.0 or 6.0 keeps it, at 2.9 or 6.1 it is dropped; with n = 1 the whole box counts.
+    from cornernet_cli.decode import _centre_check
+
+    dets = torch.tensor([[[0.0, 0.0, 9.0, 9.0, 0.8, 0.9, 0.7, 0.0]]])
+    for x, n, kept in ((3.0, 3.0, True), (6.0, 3.0, True), (2.9, 3.0, False), (6.1, 3.0, False),
+                       (0.5, 1.0, True)):
+        ct_heat = torch.full((1, 1, 12, 12), -10.0)
+        ct_heat[0, 0, 4, int(x)] = 0.0  # sigmoid 0.5, at row 4 (inside in y)
+        ct_off = torch.zeros(1, 2, 12, 12)
+        ct_off[0, 0, 4, int(x)] = x - int(x)
+        out = _centre_check(dets, ct_heat, ct_off, k=5, kernel=3, centre_n=n)
+        want = (0.9 + 0.7 + 0.5) / 3 if kept else -1.0
+        assert float(out[0, 0, 4]) == pytest.approx(want), (x, n)
+
+
+def test_decode_refuses_mismatched_centre_heads_and_bad_region():
+    heads = [torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8),
+             torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8)]
+    with pytest.raises(ValueError, match="do not match"):
+        decode(*heads, torch.zeros(1, 2, 4, 4), None, k=5)
+    with pytest.raises(ValueError, match="do not match"):
+        decode(*heads, torch.zeros(1, 3, 8, 8), None, k=5)
+    with pytest.raises(ValueError, match="do not match"):
+        decode(*heads, torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 4, 4), k=5)
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="centre_n"):
+            decode(*heads, torch.zeros(1, 2, 8, 8), None, k=5, centre_n=bad)
+
+
+def test_centre_outputs_keep_their_centre_heads_when_copied():
+    import copy
+    import pickle
+
+    six = [torch.full((1, 1, 2, 2), float(i)) for i in range(6)]
+    o = CentreOutputs(*six, ct_heat=torch.ones(1, 1, 2, 2), ct_off=torch.zeros(1, 2, 2, 2))
+    for other in (copy.copy(o), copy.deepcopy(o), pickle.loads(pickle.dumps(o)), o._replace(tl_emb=six[0])):
+        assert isinstance(other, CentreOutputs) and len(other) == 6
+        torch.testing.assert_close(other.ct_heat, o.ct_heat)
+    assert o._replace(ct_heat=six[0]).ct_heat is six[0]
+    with pytest.raises(TypeError, match="centre heads"):
+        CentreOutputs._make(six)
+
+
+def test_detect_images_with_a_centre_model_flip_and_scales():
+    from cornernet_cli.config import DecodeConfig
+    from cornernet_cli.engine.inference import detect_images
+
+    torch.manual_seed(0)
+    model = build_model("tiny", num_classes=2, centre_head=True).eval()
+    model = model.to(memory_format=torch.channels_last)
+    images = [np.random.default_rng(i).integers(0, 255, (70 + 9 * i, 90, 3), dtype=np.uint8) for i in range(2)]
+    on = detect_images(model, images, scales=(0.75, 1.0), flip=True, params=DecodeConfig())
+    off = detect_images(model, images, scales=(0.75, 1.0), flip=True, params=DecodeConfig(centre_check=False))
+    for a, b in zip(on, off):
+        assert len(a) and len(b) and a.shape[1] == b.shape[1] == 6
+        assert not (len(a) == len(b) and np.allclose(a, b))  # the check changed what came out
+
+
+def test_config_omits_centre_head_when_off():
+    from cornernet_cli.config import ModelConfig, model_config
+
+    plain, centre = model_config("tiny", 3), model_config("tiny", 3, centre_head=True)
+    assert "centre_head" not in plain.to_dict()  # readable by versions before the centre head
+    assert centre.to_dict()["centre_head"] is True
+    assert ModelConfig.from_dict(plain.to_dict()) == plain and ModelConfig.from_dict(centre.to_dict()) == centre

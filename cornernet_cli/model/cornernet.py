@@ -47,14 +47,31 @@ class CentreOutputs(CornerOutputs):
 
     Iterates, unpacks and indexes as the six corner heads; the centre heads are the attributes
     ct_heat [B, C, h, w] (logits) and ct_off [B, 2, h, w] (centre offsets, x then y). Rebuild one with
-    `map`, not `type(o)(*o)`: torch's pytree utilities treat it as a plain namedtuple of the six, so a
-    pytree round trip fails loudly here rather than dropping the centre heads.
+    `map` or `_replace` (both keep the centre heads; copy and pickle do too), not `type(o)(*o)` or `_make`:
+    torch's pytree utilities treat it as a plain namedtuple of the six, so a pytree round trip fails loudly
+    here rather than dropping the centre heads.
     """
 
     def __new__(cls, *corners: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor) -> CentreOutputs:
         self = super().__new__(cls, *corners)
         self.ct_heat, self.ct_off = ct_heat, ct_off
         return self
+
+    @classmethod
+    def _make(cls, iterable):
+        raise TypeError("CentreOutputs needs its centre heads: CentreOutputs(*six, ct_heat=..., ct_off=...)")
+
+    def _replace(self, **changes) -> CentreOutputs:
+        centre = {"ct_heat": changes.pop("ct_heat", self.ct_heat), "ct_off": changes.pop("ct_off", self.ct_off)}
+        corners = CornerOutputs(*self)._replace(**changes)
+        return CentreOutputs(*corners, **centre)
+
+    def __reduce__(self):
+        return _centre_outputs, (tuple(self), self.ct_heat, self.ct_off)
+
+
+def _centre_outputs(corners: tuple, ct_heat: torch.Tensor, ct_off: torch.Tensor) -> CentreOutputs:
+    return CentreOutputs(*corners, ct_heat=ct_heat, ct_off=ct_off)
 
 
 def outputs_from_heads(heads) -> CornerOutputs:
