@@ -123,6 +123,12 @@ def decode(
     ct_heat without ct_off takes each centre at its cell's middle.
     """
     b, c, h, w = tl_heat.shape
+    if ct_heat is not None:  # checked before the pairing work, not after it
+        if ct_heat.shape != tl_heat.shape or (ct_off is not None and tuple(ct_off.shape) != (b, 2, h, w)):
+            got = f"ct_heat {tuple(ct_heat.shape)}" + (f", ct_off {tuple(ct_off.shape)}" if ct_off is not None else "")
+            raise ValueError(f"centre heads {got} do not match the corner heads {tuple(tl_heat.shape)}")
+        if not (math.isfinite(centre_n) and centre_n >= 1):
+            raise ValueError(f"centre_n must be >= 1 (the central region is 1/n of the box), got {centre_n}")
     k = min(k, c * h * w)
     tl_score, tl_idx = topk_corners(tl_heat, k=k, kernel=kernel)
     br_score, br_idx = topk_corners(br_heat, k=k, kernel=kernel)
@@ -158,9 +164,6 @@ def decode(
         cls.unsqueeze(-1),
     ], dim=-1)
     if ct_heat is not None:
-        if ct_heat.shape != tl_heat.shape or (ct_off is not None and tuple(ct_off.shape) != (b, 2, h, w)):
-            got = f"ct_heat {tuple(ct_heat.shape)}" + (f", ct_off {tuple(ct_off.shape)}" if ct_off is not None else "")
-            raise ValueError(f"centre heads {got} do not match the corner heads {tuple(tl_heat.shape)}")
         dets = _centre_check(dets, ct_heat, ct_off, k=k, kernel=kernel, centre_n=centre_n)
     if n < num_dets:
         pad = torch.zeros(b, num_dets - n, 8, dtype=dets.dtype, device=dets.device)
@@ -171,11 +174,10 @@ def decode(
 
 def _centre_check(dets: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor | None, *, k: int, kernel: int,
                   centre_n: float) -> torch.Tensor:
-    """Rescore decoded pairs [B, n, 8] by their centre keypoints (see `decode`); returns them re-sorted by score."""
-    if not (math.isfinite(centre_n) and centre_n >= 1):
-        raise ValueError(f"centre_n must be >= 1 (the central region is 1/n of the box), got {centre_n}")
+    """Rescore decoded pairs [B, n, 8] by their centre keypoints (see `decode`, which checks the arguments and
+    caps k); returns them re-sorted by score."""
     b, c, h, w = ct_heat.shape
-    ct_score, ct_idx = topk_corners(ct_heat, k=min(k, c * h * w), kernel=kernel)
+    ct_score, ct_idx = topk_corners(ct_heat, k=k, kernel=kernel)
     ct_cls, ct_cell = ct_idx // (h * w), ct_idx % (h * w)
     if ct_off is not None:
         ct_o = gather_at(ct_off.float(), ct_cell)
