@@ -41,6 +41,7 @@ from rich.console import Console
 from cornernet_cli.errors import CornerNetError
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+ABLATION_ITERS = 3000  # steps per variant for presets whose default is a time budget (the CPU presets)
 
 
 @dataclass(frozen=True)
@@ -434,8 +435,9 @@ def run_ablation(
 ) -> AblationResult:
     """Train and evaluate `variants` (names from VARIANTS) with one shared budget; write out_dir/ablation.{md,json}.
 
-    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS); minutes_per_variant: also stop
-    each variant after this much training time (then the step counts may differ; the table records them).
+    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS, else ABLATION_ITERS);
+    minutes_per_variant: also stop each variant after this much training time (then the step counts may
+    differ; the table records them).
     The lr is divided by 10 at 90% of `iters`. split: evaluation split (default: test if the data has one,
     else val); flip: the paper's test-time flip; max_images: evaluate the first N images only.
     Oracle variants evaluate the baseline's final checkpoint (out_dir/baseline/last.safetensors).
@@ -462,14 +464,15 @@ def run_ablation(
     if any(VARIANTS[n].oracle for n in order) and "baseline" not in order:
         order.insert(0, "baseline")
     d = TRAIN_DEFAULTS[preset]
-    steps = int(iters or d["iters"])
+    steps = int(iters or d.get("iters", ABLATION_ITERS))  # equal step counts: a time budget is no fair unit here
     s = Settings(data_dir=data_dir, out_dir=out_dir, preset=preset, split=split, iters=steps,
                  minutes=minutes_per_variant, batch_size=int(batch_size or d["batch_size"]),
                  input_size=int(input_size or d["input_size"]), seed=seed,
                  workers=int(d["workers"] if workers is None else workers), device=str(resolve_device(device)),
                  flip=flip, max_images=max_images)
     s.train_cfg = TrainConfig(batch_size=s.batch_size, iters=steps, lr=d["lr"],
-                              lr_steps=tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),),
+                              lr_steps=tuple(d["lr_steps"]) if iters is None and "lr_steps" in d
+                              else (int(steps * 0.9),),
                               warmup_iters=min(d["warmup_iters"], steps // 10), grad_clip=d.get("grad_clip", 0.0),
                               workers=s.workers, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -108,26 +109,50 @@ def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
         raise CornerNetError(f"{option} takes comma-separated integers, got {text!r}", 2) from None
 
 
+_TRAIN_FLAGS = {"preset": "--preset", "weights": "--weights", "time_budget": "--time", "time_clock": "--time-clock",
+                "iters": "--iters", "epochs": "--epochs", "freeze": "--freeze", "lr": "--lr"}
+
+
+def _as_flags(message: str, flags: dict[str, str]) -> str:
+    """A library message with its parameter names replaced by the command-line flags that set them."""
+    words = "|".join(map(re.escape, flags))
+    return re.sub(rf"(?<![\w/.-])({words})(?![\w/.-])", lambda m: flags[m.group(1)], message)
+
+
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset folder (default: --data when it "
                                        "has a val split)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104 (the paper), "
-                               "hourglass-52, small (CPU), small-fast (CPU, half the FLOPs), tiny (tests)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size "
-                                             "(paper: 511; small: 256)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: small-fast (the default; CPU), "
+                                         "small (CPU), hourglass-104 (the paper), hourglass-52, tiny (tests). With "
+                                         "--weights: the checkpoint's."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Fine-tune: start from this cornernet "
+                                           "checkpoint. Tensors whose name and shape match are loaded; the class "
+                                           "heatmap layers start afresh when the class count differs."),
+    freeze: str = typer.Option("none", "--freeze", help="With --weights: none (train everything) or backbone "
+                               "(train only the prediction modules; a cheaper, gentler fine-tune)."),
+    time: Optional[float] = typer.Option(None, "--time", min=0.01, help="Budget in minutes of training (CPU-"
+                                         "minutes on the CPU, wall-clock on GPUs; see --time-clock). The learning "
+                                         "rate follows the fraction used, so the run ends decayed. Default for the "
+                                         "CPU presets: 25."),
+    time_clock: str = typer.Option("auto", "--time-clock", help="What --time counts: auto, cpu (process CPU "
+                                   "time, threads summed) or wall."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (paper: 511; "
+                                             "CPU presets: chosen from the data, at most 256)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step per process "
                                              "(paper: 49)."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (paper: 500k)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --iters: passes over the "
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Instead of --time: training steps "
+                                        "(paper: 500k)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --time: passes over the "
                                            "training split."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4; CPU "
+                                       "presets 1e-3; half of it with --weights)."),
     lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Comma-separated steps where lr is "
                                            "divided by 10 (default: 90% of the steps)."),
-    lr_schedule: str = typer.Option("step", "--lr-schedule", help="step: lr / 10 at each of --lr-steps (the "
-                                    "paper); cosine: cosine decay from --lr to 0 at the last step."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="step: lr / 10 at each of --lr-steps "
+                                              "(the paper); cosine: decay from --lr to 0 at the end (CPU presets)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16 (CUDA, or a CPU with native bf16 such as "
@@ -136,37 +161,40 @@ def train_cmd(
                                       "(paper: 0.1)."),
     push_weight: float = typer.Option(0.1, "--push-weight", min=0.0, help="Weight of the embedding push loss "
                                       "(paper: 0.1); larger values separate crowded objects of one class more."),
-    ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving average "
-                              "of the weights with this decay (e.g. 0.999; 0: off); validation and the saved "
-                              "checkpoints use the averaged weights."),
+    ema: Optional[float] = typer.Option(None, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving "
+                                        "average of the weights with this decay (CPU presets: 0.999; 0: off); "
+                                        "validation and the saved checkpoints use the averaged weights."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
                                        help="channels_last memory format (faster convolutions on CPU and GPU)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes (CPU "
+                                          "presets: 0, so that --time counts the loading too)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
     no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
-    centre_head: bool = typer.Option(
-        False, "--centre-head",
-        help="Also learn object centres (CenterNet-style triplets, not in the paper); eval and detect then drop "
-             "boxes with no centre inside. Helps crowded scenes where corners of neighbours get paired."),
+    centre_head: Optional[bool] = typer.Option(
+        None, "--centre-head/--no-centre-head",
+        help="Also learn object centres (CenterNet-style triplets, not in the paper; on by default for the CPU "
+             "presets); eval and detect then drop boxes with no centre inside."),
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training augmentation: each crop "
-                                                "covers (input size x s) image pixels, s drawn from these, "
-                                                "resized to the input (paper: 0.6,0.7,...,1.3). Values around "
-                                                "2 train at half resolution."),
+                                                "covers (input size x s) image pixels, s drawn from these (paper: "
+                                                "0.6,...,1.3; CPU presets: chosen from the data's box sizes)."),
+    test_scale: Optional[float] = typer.Option(None, "--test-scale", min=0.01, help="The test scale the model is "
+                                               "for, stored in its checkpoints: eval and detect use it by default "
+                                               "(CPU presets: chosen from the data's box sizes)."),
     vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training augmentation: probability of "
                                 "a top-bottom mirror (not in the paper; for images with no up direction, such as "
                                 "microscopy or aerial images)."),
     transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training augmentation: "
                                     "probability of swapping x and y; with the flips, random 90-degree rotations "
                                     "(not in the paper)."),
-    val_scales: str = typer.Option("1", "--val-scales", help="Test scales of the periodic validation, e.g. 0.5 "
-                                   "with --random-scales around 2."),
+    val_scales: Optional[str] = typer.Option(None, "--val-scales", help="Test scales of the periodic validation "
+                                             "(default: the test scale)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
                                                 "this much wall-clock time; --resume continues."),
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
@@ -175,56 +203,44 @@ def train_cmd(
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
+    `cornernet train --data DIR` alone runs the CPU recipe: small-fast with a centre head, crops and test
+    scale chosen from the data's box sizes, 25 CPU-minutes with a cosine schedule that ends with the budget.
     Multi-GPU / multi-node: launch the same command with torchrun, e.g.
     `torchrun --nproc_per_node 8 -m cornernet_cli.cli train --preset hourglass-104 ...`.
     """
-    import dataclasses
-
-    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig, TrainConfig, model_config
-    from cornernet_cli.data.coco import available_splits
     from cornernet_cli.engine.precision import AMP_DTYPES
-    from cornernet_cli.engine.train import train
+    from cornernet_cli.engine.settings import train_settings
+    from cornernet_cli.engine.train import resolve_device, train
 
-    if preset not in PRESETS:
-        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
     if amp not in AMP_DTYPES:  # the device (and so whether fp16 is allowed) is resolved later, in train()
         raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
-    if lr_schedule not in ("step", "cosine"):
+    if lr_schedule not in (None, "step", "cosine"):
         raise CornerNetError(f"--lr-schedule must be step or cosine, got {lr_schedule!r}", 2)
     if radius not in ("object", "fixed", "none"):
         raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
     if not data.is_dir():
         raise CornerNetError(f"--data {data} is not a folder", 2)
-    d = TRAIN_DEFAULTS[preset]
-    size = input_size or d["input_size"]
-    bs = batch_size or d["batch_size"]
-    if iters is None and epochs is not None:
-        from cornernet_cli.data.coco import CocoDetection
-
-        n = len(CocoDetection.from_folder(data, "train"))
-        world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
-        iters = max(1, int(round(epochs * n / (bs * world))))
-    steps = iters or d["iters"]
-    lr_steps_t = _parse_ints(lr_steps, "--lr-steps")
-    if lr_steps_t is None:
-        lr_steps_t = tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),)
-    if val is None and val_split in available_splits(data):
-        val = data
-    tcfg = TrainConfig(
-        batch_size=bs, iters=steps, lr=lr if lr is not None else d["lr"], lr_steps=lr_steps_t,
-        warmup_iters=warmup if warmup is not None else d["warmup_iters"],
-        grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
-        channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
-        val_scales=_parse_floats(val_scales, "--val-scales"), lr_schedule=lr_schedule, ema=ema,
-        pull_weight=pull_weight, push_weight=push_weight,
-    )
-    dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius, vflip=vflip, transpose=transpose)
-    if random_scales is not None:
-        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
-    mcfg = model_config(preset, 1, corner_pool=not no_corner_pool, centre_head=centre_head)
-    result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
-                   device=device, resume=resume, log_every=log_every, val_every=val_every,
-                   save_every=save_every, val_split=val_split, max_minutes=max_minutes,
+    given = dict(input_size=input_size, batch_size=batch_size, lr=lr, lr_steps=_parse_ints(lr_steps, "--lr-steps"),
+                 lr_schedule=lr_schedule, warmup_iters=warmup, grad_clip=grad_clip, ema=ema, workers=workers,
+                 centre_head=centre_head, test_scale=test_scale,
+                 random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None,
+                 val_scales=_parse_floats(val_scales, "--val-scales") if val_scales else None)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides.update(amp=amp, channels_last=channels_last, seed=seed, pull_weight=pull_weight,
+                     push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
+                     corner_pool=not no_corner_pool)
+    try:
+        s = train_settings(data_dir=data, preset=preset, weights=weights, time_budget=time, time_clock=time_clock,
+                           iters=iters, epochs=epochs, device_type=resolve_device(device).type,
+                           world_size=int(os.environ.get("WORLD_SIZE", "1")), val_dir=val, val_split=val_split,
+                           overrides=overrides)
+    except ValueError as e:
+        raise CornerNetError(_as_flags(str(e), _TRAIN_FLAGS), 2) from None
+    for line in s.choices:
+        console.print(f"[dim]{escape(line)}[/]", highlight=False)
+    result = train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
+                   val_dir=s.val_dir, device=device, resume=resume, log_every=log_every, val_every=val_every,
+                   save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
                    max_cpu_minutes=max_cpu_minutes)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
@@ -293,8 +309,8 @@ def eval_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
-    scales: str = typer.Option("1", "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the paper's "
-                               "multi-scale)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the "
+                                         "paper's multi-scale; default: the scale the model was trained for)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
     max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate the first N images only."),
     oracle: Optional[str] = typer.Option(None, "--oracle", help="Replace outputs by ground truth: heatmaps | "
@@ -314,7 +330,8 @@ def eval_cmd(
     from cornernet_cli.engine.evaluate import evaluate, metrics_tables
 
     m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
-                 scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
+                 scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
+                 max_images=max_images,
                  oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
                  params=DecodeConfig(centre_check=centre_check))
     for table in metrics_tables(m):
@@ -330,6 +347,8 @@ def detect_cmd(
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
+                                         "scale the model was trained for, stored in its checkpoint)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
@@ -343,6 +362,7 @@ def detect_cmd(
     from cornernet_cli.detect import detect, report_table
 
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
+                    scales=_parse_floats(scales, "--scales") if scales else None,
                     params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp)
     console.print(report_table(report))
     for s in report.skipped:
@@ -361,13 +381,16 @@ def visualize_heatmaps_cmd(
     gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
                                       "show the training targets."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    scale: Optional[float] = typer.Option(None, "--scale", min=0.01, help="Test scale (default: the one the "
+                                          "model was trained for)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
 ) -> None:
     """Draw one PNG: heatmaps, embeddings, offsets and decoded boxes (and, with --gt, the targets)."""
     from cornernet_cli.visualize import visualize_heatmaps
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device)
+    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
+                              scale=scale)
     console.print(f"wrote {path}")
 
 

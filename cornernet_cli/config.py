@@ -106,6 +106,7 @@ class DataConfig:
     lighting: float = 0.1
     radius_mode: str = "object"  # object | fixed | none
     min_overlap: float = 0.3
+    test_scale: float = 1.0  # the test scale these crops imply (stored in checkpoints; eval / detect default to it)
 
 
 @dataclass(frozen=True)
@@ -149,19 +150,27 @@ class TrainConfig:
     val_scales: tuple[float, ...] = (1.0,)  # test scales of the periodic validation (no flip)
     workers: int = 4
     seed: int = 0
+    time_budget: float = 0.0  # minutes of training-step time; > 0: the schedule follows the budget, not `iters`
+    time_clock: str = "cpu"  # cpu (process CPU time, threads summed) | wall
+    weights: str = ""  # checkpoint the run starts from (fine-tuning); "" : random initialisation
+    freeze: str = "none"  # none | backbone (train only the prediction modules)
 
 
-# Per-preset defaults of `cornernet train` (anything given on the command line wins).
-# hourglass-104 / -52: the paper's COCO schedule. small / tiny: CPU recipes (see docs/recipes.md).
+# Per-preset defaults of a training run (cornernet_cli.engine.settings.train_settings applies them; anything
+# given explicitly wins). hourglass-104 / -52: the paper's COCO schedule and crops. The CPU presets: the
+# budget recipe of docs/recipes.md (time budget, cosine, weight averaging, centre head, crops and test scale
+# chosen from the data's box sizes). tiny: tests.
+_PAPER = dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,), warmup_iters=0,
+              workers=4, auto_scale=False)
+_CPU_RECIPE = dict(input_size=256, batch_size=8, time_budget=25.0, lr=1e-3, lr_schedule="cosine", warmup_iters=50,
+                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True)
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "hourglass-104": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
-                          warmup_iters=0, workers=4),
-    "hourglass-52": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
-                         warmup_iters=0, workers=4),
-    "small": dict(input_size=256, batch_size=8, iters=3000, lr=1e-3, lr_steps=(2400,), warmup_iters=100,
-                  workers=2, grad_clip=10.0),
-    "small-fast": dict(input_size=256, batch_size=8, iters=3000, lr=1e-3, lr_steps=(2400,), warmup_iters=100,
-                       workers=2, grad_clip=10.0),
+    "hourglass-104": _PAPER,
+    "hourglass-52": _PAPER,
+    "small": _CPU_RECIPE,
+    "small-fast": _CPU_RECIPE,
     "tiny": dict(input_size=128, batch_size=4, iters=200, lr=1e-3, lr_steps=(160,), warmup_iters=10,
-                 workers=0, grad_clip=10.0),
+                 workers=0, grad_clip=10.0, auto_scale=False),
 }
+DEFAULT_PRESET = "small-fast"
+FINETUNE_LR_FACTOR = 0.5  # fine-tuning starts at half the preset's learning rate

@@ -152,7 +152,7 @@ def detect(
     threshold: float = 0.3,
     device: str = "cpu",
     flip: bool = True,
-    scales: Sequence[float] = (1.0,),
+    scales: Sequence[float] | None = None,
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
     amp: str = "off",
@@ -160,15 +160,17 @@ def detect(
     """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the
     newest runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
 
-    Only detections with score >= threshold are drawn and written. amp: the network's autocast (off | bf16 |
+    Only detections with score >= threshold are drawn and written. scales: test scales (None: the one the
+    checkpoint was trained for). amp: the network's autocast (off | bf16 |
     fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
     """
-    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
     ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
     model, meta = load_model(ckpt, device=device)
+    scales = test_scales(meta, scales)
     names, cat_ids = meta["class_names"], meta["category_ids"]
     paths, skipped = collect_inputs(sources)
     if not paths:

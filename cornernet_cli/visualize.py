@@ -121,7 +121,7 @@ def visualize_heatmaps(
     classes: Sequence[str] | None = None,
     gt: str | Path | None = None,
     device: str = "cpu",
-    scale: float = 1.0,
+    scale: float | None = None,
     top_k: int = 20,
     threshold: float = 0.3,
     runs_dir: str | Path = "runs",
@@ -130,7 +130,8 @@ def visualize_heatmaps(
 
     checkpoint: default the newest runs/*/best.safetensors. classes: class names for the per-class panels
     (default: the two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the
-    training targets. scale: test scale. top_k: corners per type shown in the embedding / offset panels.
+    training targets. scale: test scale (None: the one the checkpoint was trained for). top_k: corners per type
+    shown in the embedding / offset panels.
     threshold: boxes above it are drawn (the best five when none is). Returns the PNG path (default
     <image stem>_heatmaps.png next to the working directory).
     """
@@ -142,12 +143,13 @@ def visualize_heatmaps(
 
     from cornernet_cli.data.image_io import read_image
     from cornernet_cli.detect import newest_checkpoint
-    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.targets import encode_targets, gaussian_radius
 
     image_path = Path(image_path)
     ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
     model, meta = load_model(ckpt, device=device)
+    scale = test_scales(meta, (scale,) if scale else None)[0]
     names: list[str] = meta["class_names"]
     for c in classes or []:
         if c not in names:

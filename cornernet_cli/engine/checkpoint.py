@@ -92,12 +92,7 @@ def save_checkpoint(
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read tensors and decoded metadata, with one-line errors naming the file and the problem.
-
-    Returns (state_dict, meta) where meta has keys format, version, model_config (ModelConfig),
-    class_names, category_ids, extra.
-    """
+def _read(path: str | Path, *, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise CornerNetError(f"checkpoint not found: {path}")
@@ -106,7 +101,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 (not a dict)
     except Exception as e:  # safetensors raises several types for bad headers and short files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CornerNetError(f"{path} is not a readable safetensors checkpoint (truncated or another format): "
@@ -134,6 +129,25 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta = {"format": FORMAT, "version": version, "model_config": config, "class_names": class_names,
             "category_ids": category_ids, "extra": extra}
     return state, meta
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read tensors and decoded metadata, with one-line errors naming the file and the problem.
+
+    Returns (state_dict, meta) where meta has keys format, version, model_config (ModelConfig),
+    class_names, category_ids, extra.
+    """
+    return _read(path, tensors=True)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (as `read_checkpoint`'s meta) without reading its tensors."""
+    return _read(path, tensors=False)[1]
+
+
+def test_scales(meta: dict[str, Any], scales: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """`scales` when given, else the test scale the checkpoint's training chose (1 for older checkpoints)."""
+    return tuple(scales) if scales else (float(meta["extra"].get("test_scale", 1.0)),)
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -201,7 +201,7 @@ def evaluate(
     split: str = "val",
     device: str = "cpu",
     flip: bool = True,
-    scales: Sequence[float] = (1.0,),
+    scales: Sequence[float] | None = None,
     batch_size: int = 1,
     max_images: int | None = None,
     oracle: str | None = None,
@@ -213,8 +213,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """`cornernet eval`: load `checkpoint`, evaluate, write the COCO results JSON to `out` and the metrics
     to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and "metrics_file"
-    paths."""
-    from cornernet_cli.engine.checkpoint import load_model
+    paths. scales: test scales; None: the one the checkpoint was trained for (1 without a checkpoint)."""
+    from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
@@ -227,8 +227,10 @@ def evaluate(
         model, meta = load_model(checkpoint, device=device)
         names = meta["class_names"]
         source = str(checkpoint)
+        scales = test_scales(meta, scales)
     else:
         source = "the dataset"
+        scales = scales or (1.0,)
     try:
         metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
                                  max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,
