@@ -101,8 +101,9 @@ def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[s
     return out
 
 
-def _entry(file: Path, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str], category_ids: Sequence[int],
-           frame: int | None = None) -> dict:
+def image_entry(file: str | Path, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
+                category_ids: Sequence[int], frame: int | None = None) -> dict:
+    """One image's (or video frame's) entry of detections.json for [N, 6] detections in `image`'s pixels."""
     entry: dict = {"file": str(file)}
     if frame is not None:
         entry["frame"] = frame
@@ -193,7 +194,7 @@ def detect(
                 try:
                     for i, (frame, fps) in enumerate(_frames(path)):
                         dets = run(frame)
-                        report.entries.append(_entry(path, frame, dets, names, cat_ids, frame=i))
+                        report.entries.append(image_entry(path, frame, dets, names, cat_ids, frame=i))
                         if writer is None:
                             writer, target = _video_writer(out / _out_name(path, ".mp4", used), fps,
                                                            (frame.shape[1], frame.shape[0]))
@@ -207,7 +208,7 @@ def detect(
             else:
                 image = read_image(path)
                 dets = run(image)
-                report.entries.append(_entry(path, image, dets, names, cat_ids))
+                report.entries.append(image_entry(path, image, dets, names, cat_ids))
                 target = out / _out_name(path, ".jpg", used)
                 write_image(target, draw_detections(image, dets, names))
                 report.outputs.append(target)
