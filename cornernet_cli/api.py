@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -475,3 +476,9 @@ def export(
     _choice("format", format, ("onnx",))
     return export_onnx(_source(model), out, dynamic=dynamic, height=height, width=width, max_size=max_size,
                        opset=opset)
+
+
+# Importing the submodule cornernet_cli.export (above) set the package's attribute `export` to that module;
+# the package's public `export` is this function (the module stays importable: from cornernet_cli.export
+# import export_onnx).
+sys.modules[__name__.rpartition(".")[0]].export = export

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +23,8 @@ from cornernet_cli.engine import train as train_module
 from cornernet_cli.engine.settings import train_settings
 from cornernet_cli.errors import CornerNetError, SettingError
 from tests.test_evaluate import make_trained_run
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,26 @@ def test_docstring_examples_run(trained, tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "tiny" / "best.safetensors").is_file() and (tmp_path / "model.onnx").is_file()
 
 
+def test_the_docs_session_runs(tmp_path, monkeypatch):
+    """docs/api.md's notebook session, every line of it, with its shown outputs checked."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    page = (DOCS / "api.md").read_text()
+    session = "\n".join(re.findall(r"^```pycon\n(.*?)^```$", page, flags=re.S | re.M))
+    test = doctest.DocTestParser().get_doctest(session, {}, "docs/api.md", str(DOCS / "api.md"), 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = runner.run(test)
+    assert result.failed == 0 and result.attempted >= 30
+    assert (tmp_path / "shapes_000000.jpg").is_file() and (tmp_path / "shapes.onnx").is_file()
+
+
 def test_package_root_exports_the_api():
+    from cornernet_cli.export import export_onnx  # the submodule of the same name stays importable
+
     assert cornernet_cli.Detector is api.Detector and cornernet_cli.train is api.train
+    assert cornernet_cli.export is api.export and callable(export_onnx)
+    assert all(getattr(cornernet_cli, name) is getattr(api, name) for name in cornernet_cli.__all__)
     assert set(cornernet_cli.__all__) <= set(dir(api))
     with pytest.raises(AttributeError, match="no_such"):
         cornernet_cli.no_such  # noqa: B018
