@@ -41,7 +41,9 @@ from rich.console import Console
 from cornernet_cli.errors import CornerNetError
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-ABLATION_ITERS = 3000  # steps per variant for presets whose default is a time budget (the CPU presets)
+# The step schedule of presets whose training default is a time budget (the CPU presets): equal step counts
+# make the variants comparable, and these are the values the published ablations ran with.
+ABLATION_SCHEDULE = dict(iters=3000, lr_steps=(2400,), warmup_iters=100, workers=2)
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,7 @@ def run_ablation(
 ) -> AblationResult:
     """Train and evaluate `variants` (names from VARIANTS) with one shared budget; write out_dir/ablation.{md,json}.
 
-    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS, else ABLATION_ITERS);
+    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS, else ABLATION_SCHEDULE's);
     minutes_per_variant: also stop each variant after this much training time (then the step counts may
     differ; the table records them).
     The lr is divided by 10 at 90% of `iters`. split: evaluation split (default: test if the data has one,
@@ -463,16 +465,16 @@ def run_ablation(
     order = [n for n in VARIANTS if n in variants]
     if any(VARIANTS[n].oracle for n in order) and "baseline" not in order:
         order.insert(0, "baseline")
-    d = TRAIN_DEFAULTS[preset]
-    steps = int(iters or d.get("iters", ABLATION_ITERS))  # equal step counts: a time budget is no fair unit here
+    d = TRAIN_DEFAULTS[preset] if "iters" in TRAIN_DEFAULTS[preset] else {**TRAIN_DEFAULTS[preset],
+                                                                           **ABLATION_SCHEDULE}
+    steps = int(iters or d["iters"])
     s = Settings(data_dir=data_dir, out_dir=out_dir, preset=preset, split=split, iters=steps,
                  minutes=minutes_per_variant, batch_size=int(batch_size or d["batch_size"]),
                  input_size=int(input_size or d["input_size"]), seed=seed,
                  workers=int(d["workers"] if workers is None else workers), device=str(resolve_device(device)),
                  flip=flip, max_images=max_images)
     s.train_cfg = TrainConfig(batch_size=s.batch_size, iters=steps, lr=d["lr"],
-                              lr_steps=tuple(d["lr_steps"]) if iters is None and "lr_steps" in d
-                              else (int(steps * 0.9),),
+                              lr_steps=tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),),
                               warmup_iters=min(d["warmup_iters"], steps // 10), grad_clip=d.get("grad_clip", 0.0),
                               workers=s.workers, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,7 @@ def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 _TRAIN_FLAGS = {"preset": "--preset", "weights": "--weights", "time_budget": "--time", "time_clock": "--time-clock",
-                "iters": "--iters", "epochs": "--epochs", "freeze": "--freeze", "lr": "--lr"}
+                "iters": "--iters", "epochs": "--epochs", "freeze": "--freeze", "lr": "--lr", "lr_steps": "--lr-steps"}
 
 
 def _as_flags(message: str, flags: dict[str, str]) -> str:

@@ -2,8 +2,9 @@
 
 (preset, dataset, starting weights, budget, explicit overrides) -> TrainSettings: the ModelConfig,
 DataConfig and TrainConfig that `train()` takes, the validation folder, and a line per choice made for the
-user (printed by the CLI, stored in config.json). `cornernet train`, the Python API and the tools built on
-training all call `train_settings`; per-preset defaults live in config.TRAIN_DEFAULTS.
+user (printed by the CLI, stored in config.json). `cornernet train` and the Python API call
+`train_settings`; per-preset defaults live in config.TRAIN_DEFAULTS. (`ablate` and `demo` keep fixed step
+schedules of their own: equal steps per ablation variant, and the demo's tuned few minutes.)
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def train_settings(
     unknown = sorted(set(overrides) - _DATA_KEYS - _TRAIN_KEYS - _MODEL_KEYS)
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+    if "iters" in overrides:  # an explicit step count, however it is passed, is a step-count run
+        iters = int(overrides.pop("iters")) if iters is None else iters
     if time_budget is not None and (iters is not None or epochs is not None):
         raise ValueError("give either time_budget or iters / epochs, not both")
     if time_budget is not None and not time_budget > 0:
@@ -122,6 +125,7 @@ def train_settings(
                          f"preset {preset} asked for; leave the preset out to use the checkpoint's")
     d = {**TRAIN_DEFAULTS[preset], **overrides}
 
+    explicit_clock = time_clock if time_clock != "auto" else None
     if time_clock == "auto":
         time_clock = "cpu" if device_type == "cpu" else "wall"
     if time_clock not in ("cpu", "wall"):
@@ -129,15 +133,23 @@ def train_settings(
     if iters is None and epochs is not None:
         n = len(CocoDetection.from_folder(data_dir, train_split))
         iters = max(1, round(epochs * n / (int(d["batch_size"]) * world_size)))
-    if time_budget is None and iters is None and d.get("time_budget"):
+    defaulted = time_budget is None and iters is None and bool(d.get("time_budget"))
+    if defaulted:
         time_budget = float(d["time_budget"])
-        choices.append(f"budget {time_budget:g} {time_clock} minutes (the {preset} default)")
     if time_budget is not None:
+        if "lr_steps" in overrides:
+            raise ValueError("lr_steps has no effect with a time budget (the step schedule decays at 90% of it); "
+                             "give iters for a step-count run")
         d.update(time_budget=float(time_budget), time_clock=time_clock, iters=10**9, lr_steps=())
-    elif iters is not None:
-        d.update(iters=iters, time_budget=0.0)
-        if "lr_steps" not in overrides:
-            d["lr_steps"] = (int(iters * 0.9),)  # the paper's decay at 90% of the run
+        choices.append(f"budget {time_budget:g} {time_clock} minutes" + (f" (the {preset} default)" if defaulted
+                                                                         else "") + ", learning rate along it")
+    else:
+        if explicit_clock:
+            raise ValueError(f"time_clock {explicit_clock} applies to a time budget; give time_budget too")
+        if iters is not None:
+            d.update(iters=iters, time_budget=0.0)
+            if "lr_steps" not in overrides:
+                d["lr_steps"] = (int(iters * 0.9),)  # the paper's decay at 90% of the run
 
     if weights:
         d["weights"] = str(weights)
@@ -146,11 +158,14 @@ def train_settings(
             choices.append(f"lr {d['lr']:g}: fine-tuning ({FINETUNE_LR_FACTOR:g} x the {preset} rate)")
     if d.get("freeze", "none") not in ("none", "backbone"):
         raise ValueError(f"freeze must be none or backbone, got {d['freeze']!r}")
+    if d.get("freeze", "none") != "none" and not weights:
+        raise ValueError("freeze backbone needs weights to start from (a random backbone would stay random)")
 
     if d.pop("auto_scale", False) and not {"input_size", "random_scales", "test_scale"} <= set(overrides):
         box_sides, image_sides = _box_statistics(data_dir, train_split)
         if box_sides.size:
-            pick = choose_scales(box_sides=box_sides, image_sides=image_sides, nominal_input=int(d["input_size"]))
+            pick = choose_scales(box_sides=box_sides, image_sides=image_sides,
+                                 nominal_input=int(TRAIN_DEFAULTS[preset]["input_size"]))
             for key in ("input_size", "random_scales", "test_scale"):
                 if key not in overrides:
                     d[key] = getattr(pick, key)

@@ -163,7 +163,8 @@ def _trajectory_settings(tc: TrainConfig, data_cfg: DataConfig) -> dict[str, Any
     settings: dict[str, Any] = {"lr_schedule": tc.lr_schedule, "ema": tc.ema, "pull_weight": tc.pull_weight,
                                 "push_weight": tc.push_weight, "offset_weight": tc.offset_weight,
                                 "vflip": data_cfg.vflip, "transpose": data_cfg.transpose,
-                                "time_budget": tc.time_budget, "time_clock": tc.time_clock, "freeze": tc.freeze}
+                                "time_budget": tc.time_budget, "time_clock": tc.time_clock, "freeze": tc.freeze,
+                                "lr": tc.lr, "weights": tc.weights}
     if tc.lr_schedule == "cosine" and not tc.time_budget:
         settings["iters"] = tc.iters
     return settings
@@ -432,13 +433,14 @@ def train(
     keep_frozen_statistics(model, tc.freeze)
     budgeted = tc.time_budget > 0
     used = _budget_used(clock, tc, env, dev) if budgeted else None
+    budget_done = budgeted and used >= 1.0  # a resumed run that had used its whole budget trains no more
     with _StopFlag() as stop, TrainProgress(total=None if budgeted else total, start=start_step,
                                             enabled=progress and env.is_main) as bar:
         if report is not None:
             bar.note(report.describe())
         batches = iter(loader)
         t_start = t_last = time.perf_counter()
-        while step < end_step:
+        while step < end_step and not budget_done:
             lr = tc.lr * lr_factor(step, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
                                    gamma=tc.lr_gamma, schedule=tc.lr_schedule, total=tc.iters, progress=used)
             for group in optimizer.param_groups:
