@@ -27,6 +27,8 @@ from typer.testing import CliRunner
 
 from cornernet_cli import hub
 from cornernet_cli.cli import app
+from cornernet_cli.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from cornernet_cli.data.synthetic import write_synthetic_dataset
 from cornernet_cli.engine.checkpoint import load_model
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.import_weights import import_weights
@@ -368,6 +370,18 @@ def test_cli_commands_take_a_model_name(monkeypatch, server, home, tmp_path):
                             "--out", str(tmp_path / "h.png")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "h.png").is_file() and len(server.requests) == 1
+
+    # eval: a synthetic dataset whose categories are COCO's 80 (its two shapes become person and bicycle)
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, num_train=1, num_val=2, image_size=64, num_classes=2, seed=0)
+    ann = json.loads((data / "annotations" / "val.json").read_text())
+    ann["categories"] = [{"id": i, "name": n} for i, n in zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES)]
+    (data / "annotations" / "val.json").write_text(json.dumps(ann))
+    r = runner.invoke(app, ["eval", "--model", "t-net", "--offline", "--data", str(data), "--no-flip",
+                            "--out", str(tmp_path / "ev" / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["checkpoint"] == "t-net"
+    assert len(server.requests) == 1
 
     r = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and re.search(r"t-net .*imported", r.output)
