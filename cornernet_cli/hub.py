@@ -35,6 +35,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: downloads are not locked against a second process
+    fcntl = None
+
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -144,6 +149,16 @@ def _progress(total: int | None, done: int, label: str, enabled: bool):
     return bar, lambda n: bar.advance(task, n)
 
 
+def _lock(f, part: Path) -> None:
+    """Refuse a second process writing the same .part file (where fcntl exists: Linux, macOS)."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CornerNetError(f"another process is downloading into {part}; run again when it has finished") from None
+
+
 def _open(url: str, start: int):
     headers = {"User-Agent": f"cornernet/{__version__}", "Accept-Encoding": "identity"}
     if start:
@@ -192,17 +207,24 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
             total = start + int(length) if length is not None and length.isdigit() else None
             bar, advance = _progress(total, start, dest.name, progress)
             received = start
-            try:
-                with bar, open(part, "ab" if resumed else "wb") as f:
-                    for chunk in iter(lambda: response.read(_CHUNK), b""):
+            with bar, open(part, "ab") as f:
+                _lock(f, part)
+                if not resumed:
+                    f.truncate(0)
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, http.client.HTTPException) as e:  # a reset or timed-out connection
+                        raise CornerNetError(f"{where} broke off after {received} bytes ({e}); run again to "
+                                             f"resume from {part}") from None
+                    if not chunk:
+                        break
+                    try:
                         f.write(chunk)
-                        received += len(chunk)
-                        advance(len(chunk))
-            except (OSError, http.client.HTTPException) as e:  # a reset or timed-out connection
-                if getattr(e, "filename", None):  # a local file problem (full disk): the CLI names the path
-                    raise
-                raise CornerNetError(f"{where} broke off after {received} bytes ({e}); run again to resume "
-                                     f"from {part}") from None
+                    except OSError as e:
+                        raise CornerNetError(f"cannot write {part}: {e.strerror or e}") from None
+                    received += len(chunk)
+                    advance(len(chunk))
             if total is not None and received < total:
                 raise CornerNetError(f"{where} stopped at {received} of {total} bytes; run again to resume "
                                      f"from {part}")

@@ -184,6 +184,21 @@ def test_resume_of_a_partial_download(monkeypatch, server):
     assert hub.download_path("t-net").read_bytes() == data and not part.exists()
 
 
+def test_a_second_process_does_not_write_into_the_same_part(monkeypatch, server):
+    fcntl = pytest.importorskip("fcntl")
+    data = register(monkeypatch, server, "t-net", "mmdetection")
+    part = hub.download_path("t-net").with_name("t-net.pth.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:300])
+    with open(part, "ab") as other:  # what a running download holds
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        message = one_line_error(lambda: hub.resolve_weights("t-net", progress=False))
+    assert "another process" in message and str(part) in message
+    assert part.read_bytes() == data[:300]
+    hub.resolve_weights("t-net", progress=False)  # once it is released, the download resumes
+    assert hub.download_path("t-net").read_bytes() == data
+
+
 def test_server_ignoring_range_restarts_from_zero(monkeypatch, server):
     data = register(monkeypatch, server, "t-net", "mmdetection")
     server.ignore_range = True
