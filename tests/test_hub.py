@@ -12,8 +12,11 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from functools import cache
 from pathlib import Path
@@ -400,6 +403,21 @@ def test_cli_commands_take_a_model_name(monkeypatch, server, home, tmp_path):
 
     r = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and re.search(r"t-net .*imported", r.output)
+
+
+def test_console_script_offline_mission_example_is_one_line(tmp_path, home):
+    """`cornernet detect photo.jpg --model cornernet-hg104-coco --offline` on an empty cache: exit 1, one line."""
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    proc = subprocess.run([sys.executable, "-c", "from cornernet_cli.cli import main; main()", "detect", str(image),
+                           "--model", "cornernet-hg104-coco", "--offline", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CORNERNET_HOME": str(home), "COLUMNS": "1000"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert hub.WEIGHTS["cornernet-hg104-coco"]["url"] in lines[0]
+    assert str(home / "downloads" / hub.WEIGHTS["cornernet-hg104-coco"]["file"]) in lines[0]
 
 
 def test_detect_without_model_or_runs_lists_the_names(tmp_path, monkeypatch):
