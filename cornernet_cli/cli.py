@@ -48,10 +48,12 @@ def _root(
 def models_cmd(
     num_classes: int = typer.Option(80, "--num-classes", min=1, help="Class count used to size the heads."),
 ) -> None:
-    """List the model presets with their parameter counts and layout."""
+    """List the model presets with their parameter counts and layout, then the named pretrained weights
+    (for --model) with their size, source, licence and whether they are in the cache."""
     from rich.table import Table
 
     from cornernet_cli.config import PRESETS
+    from cornernet_cli.hub import cache_dir, list_weights
     from cornernet_cli.model import build_model
 
     table = Table(title=f"CornerNet presets ({num_classes} classes)")
@@ -62,6 +64,16 @@ def models_cmd(
         table.add_row(name, str(cfg.num_stacks), ",".join(map(str, cfg.channels)),
                       ",".join(map(str, cfg.blocks)), f"{n:,}")
     console.print(table)
+    weights = list_weights()
+    named = Table(title=f"Named COCO weights for --model (cache: {cache_dir()})")
+    for col in ("name", "preset", "size", "source", "licence", "cached"):
+        named.add_column(col, no_wrap=col == "name")
+    for w in weights:
+        named.add_row(w.name, w.preset, w.size, w.source, w.licence, w.status)
+    console.print(named)
+    for w in weights:
+        if w.note:
+            console.print(f"{w.name}: {escape(w.note)}: {w.url}", highlight=False, soft_wrap=True)
 
 
 @app.command("prepare-data")
@@ -272,7 +284,9 @@ def import_weights_cmd(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.safetensors) to export."),
+    checkpoint: str = typer.Option(..., "--model", "--checkpoint", help="Model to export: a checkpoint "
+                                   "(.safetensors), original / mmdetection weights, or a name from `cornernet "
+                                   "models`."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     out: Path = typer.Option(..., "-o", "--out", help="File to write (model.onnx)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Free batch, height and width (up to --max-size)."),
@@ -280,13 +294,16 @@ def export_cmd(
     width: int = typer.Option(511, "--width", min=4, help="Example (static) input width in pixels."),
     max_size: int = typer.Option(2048, "--max-size", min=4, help="--dynamic: largest input side pooled exactly."),
     opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset version."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
     if format != "onnx":
         raise CornerNetError(f"--format {format!r} is not supported; use onnx", 2)
     from cornernet_cli.export import export_onnx
 
-    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset)
+    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset,
+                    offline=offline)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
@@ -304,8 +321,9 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors); optional "
-                                              "only with --oracle heatmaps+offsets."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models`; "
+                                             "optional only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
@@ -324,6 +342,8 @@ def eval_cmd(
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
     from cornernet_cli.config import DecodeConfig
@@ -333,7 +353,7 @@ def eval_cmd(
                  scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
                  max_images=max_images,
                  oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
-                 params=DecodeConfig(centre_check=centre_check))
+                 params=DecodeConfig(centre_check=centre_check), offline=offline)
     for table in metrics_tables(m):
         console.print(table)
     console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
@@ -342,8 +362,10 @@ def eval_cmd(
 @app.command("detect")
 def detect_cmd(
     inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models` "
+                                             "such as cornernet-hg104-coco (downloaded on first use); default: "
+                                             "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
@@ -356,6 +378,8 @@ def detect_cmd(
                                  "for the network (boxes stay in image pixels)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
     from cornernet_cli.config import DecodeConfig
@@ -363,7 +387,7 @@ def detect_cmd(
 
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
                     scales=_parse_floats(scales, "--scales") if scales else None,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp)
+                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline)
     console.print(report_table(report))
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
@@ -374,8 +398,9 @@ def detect_cmd(
 @app.command("visualize-heatmaps")
 def visualize_heatmaps_cmd(
     image: Path = typer.Argument(..., help="Image file."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models`; "
+                                             "default: the newest runs/*/best.safetensors."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to show "
                                           "(default: the strongest)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
@@ -384,13 +409,15 @@ def visualize_heatmaps_cmd(
     scale: Optional[float] = typer.Option(None, "--scale", min=0.01, help="Test scale (default: the one the "
                                           "model was trained for)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Draw one PNG: heatmaps, embeddings, offsets and decoded boxes (and, with --gt, the targets)."""
     from cornernet_cli.visualize import visualize_heatmaps
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
-                              scale=scale)
+                              scale=scale, offline=offline)
     console.print(f"wrote {path}")
 
 

@@ -23,6 +23,7 @@ from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.hub import known_names, resolve_weights
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -43,9 +44,18 @@ def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
     """The most recently written runs/*/best.safetensors; CornerNetError saying how to get one if none."""
     found = sorted(Path(runs_dir).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise CornerNetError(f"no --checkpoint given and no {Path(runs_dir)}/*/best.safetensors found; "
-                             "run `cornernet demo` (or `cornernet train`) to get one")
+        raise CornerNetError(f"no model given and no {Path(runs_dir)}/*/best.safetensors found; name pretrained "
+                             f"weights ({known_names()}) or a checkpoint file, or train one with `cornernet demo`")
     return found[-1]
+
+
+def find_checkpoint(checkpoint: str | Path | None, *, offline: bool = False, runs_dir: str | Path = "runs"
+                    ) -> Path:
+    """The checkpoint file for `checkpoint`: a file or a named model (`cornernet_cli.hub.resolve_weights`),
+    or, when None, the newest runs/*/best.safetensors."""
+    if checkpoint is None:
+        return newest_checkpoint(runs_dir)
+    return resolve_weights(checkpoint, offline=offline)
 
 
 def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -156,19 +166,21 @@ def detect(
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
     amp: str = "off",
+    offline: bool = False,
 ) -> DetectReport:
-    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the
-    newest runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
+    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (a checkpoint
+    file, original / mmdetection weights or a named model, see `cornernet_cli.hub`; default: the newest
+    runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
 
     Only detections with score >= threshold are drawn and written. scales: test scales (None: the one the
-    checkpoint was trained for). amp: the network's autocast (off | bf16 |
-    fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
+    checkpoint was trained for). amp: the network's autocast (off | bf16 | fp16, see
+    `cornernet_cli.engine.precision`). offline: never download a named model. Returns a DetectReport.
     """
     from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
-    ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
+    ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
     model, meta = load_model(ckpt, device=device)
     scales = test_scales(meta, scales)
     names, cat_ids = meta["class_names"], meta["category_ids"]

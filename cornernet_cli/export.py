@@ -58,11 +58,13 @@ class ExportSummary:
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = False, height: int = 511,
-                width: int = 511, max_size: int = 2048, opset: int = 17, verify: bool = True) -> ExportSummary:
+                width: int = 511, max_size: int = 2048, opset: int = 17, verify: bool = True,
+                offline: bool = False) -> ExportSummary:
     """Export `checkpoint` to the ONNX file `out`.
 
     Args:
-        checkpoint: a cornernet safetensors checkpoint.
+        checkpoint: a cornernet safetensors checkpoint, original / mmdetection weights or a named model
+            (see `cornernet_cli.hub`).
         out: the .onnx file to write.
         dynamic: free batch, height and width (corner pooling sized for `max_size`); otherwise the graph
             takes exactly [1, 3, height, width].
@@ -71,8 +73,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
         opset: ONNX opset version.
         verify: run the graph with onnxruntime (when installed) on a random input of the example size and
             report the max abs difference to PyTorch.
+        offline: never download a named model.
     """
     from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.hub import resolve_weights
     from cornernet_cli.model import set_export_mode
 
     try:
@@ -84,7 +88,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     if dynamic and max_size < max(height, width):
         raise CornerNetError(f"--max-size {max_size} is smaller than the example input {height}x{width}")
 
-    model, meta = load_model(checkpoint)
+    model, meta = load_model(resolve_weights(checkpoint, offline=offline))
     set_export_mode(model, True, max_len=math.ceil(max_size / STRIDE) if dynamic else None)
     wrapper = _LastStackHeads(model).eval()
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))

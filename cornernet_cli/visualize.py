@@ -125,15 +125,17 @@ def visualize_heatmaps(
     top_k: int = 20,
     threshold: float = 0.3,
     runs_dir: str | Path = "runs",
+    offline: bool = False,
 ) -> Path:
     """Render the heatmaps, embeddings, offsets and decoded boxes of `checkpoint` on one image to a PNG.
 
-    checkpoint: default the newest runs/*/best.safetensors. classes: class names for the per-class panels
-    (default: the two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the
-    training targets. scale: test scale (None: the one the checkpoint was trained for). top_k: corners per type
-    shown in the embedding / offset panels.
-    threshold: boxes above it are drawn (the best five when none is). Returns the PNG path (default
-    <image stem>_heatmaps.png next to the working directory).
+    checkpoint: a checkpoint file, original / mmdetection weights or a named model (`cornernet_cli.hub`);
+    default the newest runs/*/best.safetensors. classes: class names for the per-class panels (default: the
+    two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the training
+    targets. scale: test scale (None: the one the checkpoint was trained for). top_k: corners per type shown
+    in the embedding / offset panels. threshold: boxes above it are drawn (the best five when none is).
+    offline: never download a named model. Returns the PNG path (default <image stem>_heatmaps.png next to
+    the working directory).
     """
     import matplotlib
 
@@ -142,12 +144,12 @@ def visualize_heatmaps(
     from matplotlib.patches import Circle, Rectangle
 
     from cornernet_cli.data.image_io import read_image
-    from cornernet_cli.detect import newest_checkpoint
+    from cornernet_cli.detect import find_checkpoint
     from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.targets import encode_targets, gaussian_radius
 
     image_path = Path(image_path)
-    ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
+    ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
     model, meta = load_model(ckpt, device=device)
     scale = test_scales(meta, (scale,) if scale else None)[0]
     names: list[str] = meta["class_names"]

@@ -210,12 +210,16 @@ def evaluate(
     params: DecodeConfig = DecodeConfig(),
     progress: bool = True,
     amp: str = "off",
+    offline: bool = False,
 ) -> dict[str, Any]:
-    """`cornernet eval`: load `checkpoint`, evaluate, write the COCO results JSON to `out` and the metrics
-    to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and "metrics_file"
-    paths. scales: test scales; None: the one the checkpoint was trained for (1 without a checkpoint)."""
+    """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights or a named model,
+    see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out` and
+    the metrics to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and
+    "metrics_file" paths. scales: test scales; None: the one the checkpoint was trained for (1 without a
+    checkpoint)."""
     from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.hub import resolve_weights
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
@@ -224,7 +228,7 @@ def evaluate(
         raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
     model, names = None, None
     if checkpoint is not None:
-        model, meta = load_model(checkpoint, device=device)
+        model, meta = load_model(resolve_weights(checkpoint, offline=offline, progress=progress), device=device)
         names = meta["class_names"]
         source = str(checkpoint)
         scales = test_scales(meta, scales)
