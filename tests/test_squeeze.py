@@ -430,3 +430,13 @@ def test_onnx_export_at_stride_8(tmp_path):
     model, _ = load_model(tmp_path / "s.safetensors")
     odd = torch.randn(1, 3, 57, 99)  # odd sizes: the transposed-convolution crop must follow the input
     assert ort is not None and max_abs_difference(tmp_path / "d.onnx", model, odd) <= 1e-4
+
+
+def test_bench_runs_squeeze_at_its_stride():
+    """The benchmark's training step and data figure build targets at the model's stride (8 here)."""
+    from cornernet_cli.bench import run_bench
+
+    # batch 2: at 64 px the bottom level is 1 x 1, and training-mode BN needs more than one value per channel
+    r = run_bench(preset="squeeze", input_size=64, batch_size=2, repeats=1, warmup=0, threads=1, image_size=(60, 80))
+    assert r["parameters"] == SQUEEZE_PARAMETERS
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("forward_ms", "train_step_ms", "data_images_per_s"))
