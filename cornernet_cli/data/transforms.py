@@ -194,9 +194,8 @@ def prepare_test_image(image: np.ndarray, scale: float = 1.0, mean: np.ndarray =
     With `max_side`, an image whose longer side times `scale` exceeds it is shrunk (area interpolation, in
     uint8, so a 10000 x 10000 photo never becomes a float copy at full size) to a longer side of `max_side`.
     Returns (tensor [3, h, w] float32, Letterbox); `Letterbox.output_to_image` maps decoded boxes back to the
-    original image's pixels in every case (`stride`: the network's output stride, for its output size). For the
-    flipped pass use `flip_image(tensor)` and
-    `flip_boxes(dets, output width)` on the decoded boxes.
+    original image's pixels in every case (`stride`: the network's output stride, for its output size). For
+    the flipped pass use `flip_image(tensor)` and `flip_boxes(dets, output width)` on the decoded boxes.
     """
     height, width = image.shape[:2]
     if max_side is not None and max(height, width) * scale > max_side:
