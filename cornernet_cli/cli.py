@@ -138,8 +138,9 @@ def train_cmd(
                                        "has a val split)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: small-fast (the default; CPU), "
-                                         "small (CPU), hourglass-104 (the paper), hourglass-52, tiny (tests). With "
-                                         "--weights: the checkpoint's."),
+                                         "small (CPU), hourglass-104 (the paper), hourglass-52, squeeze "
+                                         "(CornerNet-Squeeze, output stride 8), tiny (tests). With --weights: the "
+                                         "checkpoint's."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Fine-tune: start from this cornernet "
                                            "checkpoint. Tensors whose name and shape match are loaded; the class "
                                            "heatmap layers start afresh when the class count differs."),
@@ -195,7 +196,8 @@ def train_cmd(
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training augmentation: each crop "
                                                 "covers (input size x s) image pixels, s drawn from these (paper: "
-                                                "0.6,...,1.3; CPU presets: chosen from the data's box sizes)."),
+                                                "0.6,...,1.3; squeeze: 0.6,...,1.4 as its source; CPU presets: "
+                                                "chosen from the data's box sizes)."),
     test_scale: Optional[float] = typer.Option(None, "--test-scale", min=0.01, help="The test scale the model is "
                                                "for, stored in its checkpoints: eval and detect use it by default "
                                                "(CPU presets: chosen from the data's box sizes)."),
@@ -267,14 +269,18 @@ def train_cmd(
 
 @app.command("import-weights")
 def import_weights_cmd(
-    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl or mmdetection's .pth."),
-    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection."),
+    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl, mmdetection's .pth, or "
+                               "CornerNet-Lite's CornerNet_Squeeze_500000.pkl."),
+    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection | "
+                               "squeeze (princeton-vl/CornerNet-Lite's CornerNet-Squeeze, gives the squeeze "
+                               "preset)."),
     out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
     classes: str = typer.Option("coco", "--classes", help="coco (the 80 COCO classes and ids), or a file: .txt "
                                 "one name a line, .json list of names or COCO 'categories'."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Network size (default: read from the tensors)."),
 ) -> None:
-    """Convert COCO-trained CornerNet weights (original or mmdetection) into a cornernet checkpoint."""
+    """Convert COCO-trained CornerNet weights (original, mmdetection or CornerNet-Squeeze) into a cornernet
+    checkpoint."""
     from cornernet_cli.import_weights import import_weights
 
     s = import_weights(src, fmt=format, out=out, classes=classes, preset=preset)
@@ -326,7 +332,8 @@ def eval_cmd(
                                              "optional only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
+                                        "paper's; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the "
                                          "paper's multi-scale; default: the scale the model was trained for)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
@@ -368,7 +375,8 @@ def detect_cmd(
                                              "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
+                                        "time (default: on; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
                                          "scale the model was trained for, stored in its checkpoint)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
@@ -492,8 +500,8 @@ def demo_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, "
-                               "small-fast, tiny."),
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, squeeze, "
+                               "small, small-fast, tiny."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from cornernet_cli.config import DecodeConfig
+from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
@@ -161,7 +161,7 @@ def detect(
     out: str | Path = "detections",
     threshold: float = 0.3,
     device: str = "cpu",
-    flip: bool = True,
+    flip: bool | None = None,
     scales: Sequence[float] | None = None,
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
@@ -173,8 +173,9 @@ def detect(
     runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
 
     Only detections with score >= threshold are drawn and written. scales: test scales (None: the one the
-    checkpoint was trained for). amp: the network's autocast (off | bf16 | fp16, see
-    `cornernet_cli.engine.precision`). offline: never download a named model. Returns a DetectReport.
+    checkpoint was trained for). flip None: the checkpoint's preset's test procedure (`preset_test_settings`:
+    on; off for squeeze). amp: the network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
+    offline: never download a named model. Returns a DetectReport.
     """
     from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
@@ -184,6 +185,8 @@ def detect(
     model, meta = load_model(ckpt, device=device)
     scales = test_scales(meta, scales)
     names, cat_ids = meta["class_names"], meta["category_ids"]
+    if flip is None:
+        flip = preset_test_settings(meta["model_config"])["flip"]
     paths, skipped = collect_inputs(sources)
     if not paths:
         raise CornerNetError("no input files: " + "; ".join(f"{p['file']}: {p['error']}" for p in skipped))

@@ -1,7 +1,9 @@
-"""Import COCO-trained CornerNet weights from the original code (princeton-vl/CornerNet) or mmdetection.
+"""Import COCO-trained CornerNet weights from the original code (princeton-vl/CornerNet), mmdetection, or
+CornerNet-Squeeze (princeton-vl/CornerNet-Lite).
 
-Both sources build the same network as ours (stacked hourglass, corner pooling modules, 3x3 + 1x1 heads);
-only the parameter names differ. The import is a pure renaming of tensors (plus, for mmdetection, a
+The sources build the same networks as ours (stacked hourglass, corner pooling modules, 3x3 + 1x1 heads; for
+CornerNet-Squeeze our `squeeze` preset: fire modules, stride 8, 1x1 + 1x1 heads); only the parameter names
+differ. The import is a pure renaming of tensors (plus, for mmdetection, a
 reordering of the stem's input channels, see below), so the imported network computes the source
 network's outputs up to float32 rounding.
 
@@ -11,6 +13,9 @@ unpickled, so a file that would run code when unpickled is refused):
 - ``original``: the ``torch.save`` file of the whole network's state dict, every key prefixed ``module.``
   (e.g. ``module.kps.0.up1.0.conv1.weight``, ``module.tl_cnvs.1.p1_conv1.conv.weight``).
   Its input is BGR, ``(pixel / 255 - mean) / std`` with the original's COCO mean and std.
+- ``squeeze``: CornerNet-Lite's ``CornerNet_Squeeze_500000.pkl``, the same kind of file (keys prefixed
+  ``module.``, e.g. ``module.hg.hgs.0.up1.0.conv_3x3.weight``, ``module.tl_modules.0.p1_conv1.conv.weight``,
+  ``module.tl_heats.0.0.conv.weight``) with the same input convention.
 - ``mmdetection``: a checkpoint dict whose ``state_dict`` holds ``backbone.*`` (HourglassNet) and
   ``bbox_head.*`` (CornerHead) tensors. mmdetection feeds RGB images normalised as ``(255 p - M) / S``
   (ImageNet statistics); our pipeline feeds BGR ``(p - mean) / std`` (the original's COCO statistics,
@@ -37,7 +42,7 @@ from cornernet_cli.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from cornernet_cli.config import PRESETS, ModelConfig, model_config
 from cornernet_cli.errors import CornerNetError
 
-FORMATS = ("original", "mmdetection")
+FORMATS = ("original", "mmdetection", "squeeze")
 
 # The source's input convention, stored in the checkpoint's `extra` for reference.
 MMDET_MEAN_RGB = (123.675, 116.28, 103.53)
@@ -48,6 +53,7 @@ SOURCE_INPUT = {
     "mmdetection": {"channel_order": "rgb (stem converted to take bgr with our std)", "scale": 1.0,
                     "mean": list(MMDET_MEAN_RGB), "std": list(MMDET_STD_RGB)},
 }
+SOURCE_INPUT["squeeze"] = SOURCE_INPUT["original"]
 
 _STEM_CONV = "backbone.stem.0.0.weight"
 
@@ -60,6 +66,9 @@ _POOL_MMDET = {"direction1_conv.conv": "branch1.0", "direction1_conv.bn": "branc
                "aftpool_conv.conv": "p_conv", "aftpool_conv.bn": "p_bn", "conv1.conv": "skip_conv",
                "conv1.bn": "skip_bn", "conv2.conv": "out.0", "conv2.bn": "out.1"}
 _HEADS_ORIGINAL = {"heats": "heat", "tags": "emb", "regrs": "off"}
+_HEADS_SQUEEZE = {"heats": "heat", "tags": "emb", "offs": "off"}
+# Names that tell the two princeton-vl layouts apart (for a hint when --format is the other one).
+_LAYOUT_MARK = {"original": "kps.", "squeeze": "hg.hgs."}
 _LEAF = r"(?P<leaf>weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
@@ -71,20 +80,26 @@ def _pool_rules(table: dict[str, str], source_prefix: str) -> list[tuple[str, st
 def _rules(fmt: str) -> list[tuple[re.Pattern, str]]:
     """Ordered (pattern, replacement) pairs; a key takes the first rule whose pattern matches it whole."""
     n = r"(?P<n>\d+)"
-    if fmt == "original":
+    if fmt in ("original", "squeeze"):
+        # The two princeton-vl codebases name the same parts differently: CornerNet's backbone tensors sit at
+        # the top level (hourglasses `kps`), CornerNet-Lite's under `hg.` (hourglasses `hg.hgs`); the
+        # corner-pool modules are `tl_cnvs` / `tl_modules`, the offset heads `regrs` / `offs`. Squeeze's fire
+        # modules, second stem residual (`pre.2`) and transposed convolutions (`up2`) carry our names already.
+        hg, hourglasses, pools, heads = (("", "kps", "cnvs", _HEADS_ORIGINAL) if fmt == "original"
+                                         else (r"hg\.", r"hg\.hgs", "modules", _HEADS_SQUEEZE))
         rules = [
-            (r"pre\.0\.conv\.(?P<r>.+)", r"backbone.stem.0.0.\g<r>"),
-            (r"pre\.0\.bn\.(?P<r>.+)", r"backbone.stem.0.1.\g<r>"),
-            (r"pre\.1\.(?P<r>.+)", r"backbone.stem.1.\g<r>"),
-            (rf"kps\.{n}\.(?P<r>.+)", r"backbone.hourglasses.\g<n>.\g<r>"),
-            (rf"cnvs\.{n}\.conv\.(?P<r>.+)", r"backbone.cnvs.\g<n>.0.\g<r>"),
-            (rf"cnvs\.{n}\.bn\.(?P<r>.+)", r"backbone.cnvs.\g<n>.1.\g<r>"),
-            (rf"inters_\.{n}\.(?P<r>.+)", r"backbone.inters_.\g<n>.\g<r>"),
-            (rf"cnvs_\.{n}\.(?P<r>.+)", r"backbone.cnvs_.\g<n>.\g<r>"),
-            (rf"inters\.{n}\.(?P<r>.+)", r"backbone.inters.\g<n>.\g<r>"),
-            *_pool_rules(_POOL_ORIGINAL, rf"(?P<c>tl|br)_cnvs\.{n}"),
+            (rf"{hg}pre\.0\.conv\.(?P<r>.+)", r"backbone.stem.0.0.\g<r>"),
+            (rf"{hg}pre\.0\.bn\.(?P<r>.+)", r"backbone.stem.0.1.\g<r>"),
+            (rf"{hg}pre\.(?P<i>[12])\.(?P<r>.+)", r"backbone.stem.\g<i>.\g<r>"),
+            (rf"{hourglasses}\.{n}\.(?P<r>.+)", r"backbone.hourglasses.\g<n>.\g<r>"),
+            (rf"{hg}cnvs\.{n}\.conv\.(?P<r>.+)", r"backbone.cnvs.\g<n>.0.\g<r>"),
+            (rf"{hg}cnvs\.{n}\.bn\.(?P<r>.+)", r"backbone.cnvs.\g<n>.1.\g<r>"),
+            (rf"{hg}inters_\.{n}\.(?P<r>.+)", r"backbone.inters_.\g<n>.\g<r>"),
+            (rf"{hg}cnvs_\.{n}\.(?P<r>.+)", r"backbone.cnvs_.\g<n>.\g<r>"),
+            (rf"{hg}inters\.{n}\.(?P<r>.+)", r"backbone.inters.\g<n>.\g<r>"),
+            *_pool_rules(_POOL_ORIGINAL, rf"(?P<c>tl|br)_{pools}\.{n}"),
         ]
-        for src, dst in _HEADS_ORIGINAL.items():
+        for src, dst in heads.items():
             rules += [(rf"(?P<c>tl|br)_{src}\.{n}\.0\.conv\.(?P<r>weight|bias)",
                        rf"predictions.\g<n>.\g<c>_{dst}.0.\g<r>"),
                       (rf"(?P<c>tl|br)_{src}\.{n}\.1\.(?P<r>weight|bias)",
@@ -178,17 +193,18 @@ def infer_config(state: dict[str, torch.Tensor], *, origin: str = "source") -> M
             raise CornerNetError(f"cannot infer the network size from {origin}: no tensor for {key}")
         return state[key]
 
+    # Both block kinds (residual, fire) end in a BatchNorm `bn2` of the block's output width.
     def count(prefix: str) -> int:
-        return sum(1 for k in state if re.fullmatch(re.escape(prefix) + r"\d+\.conv1\.weight", k))
+        return sum(1 for k in state if re.fullmatch(re.escape(prefix) + r"\d+\.bn2\.weight", k))
 
     num_stacks = len({k.split(".")[2] for k in state if k.startswith("backbone.hourglasses.")})
     channels, blocks = [], []
     p = "backbone.hourglasses.0."
     while True:
-        channels.append(int(get(p + "up1.0.conv1.weight").shape[0]))
+        channels.append(int(get(p + "up1.0.bn2.weight").shape[0]))
         blocks.append(count(p + "up1."))
-        if p + "low2.up1.0.conv1.weight" not in state:
-            channels.append(int(get(p + "low1.0.conv1.weight").shape[0]))
+        if p + "low2.up1.0.bn2.weight" not in state:
+            channels.append(int(get(p + "low1.0.bn2.weight").shape[0]))
             blocks.append(count(p + "low2."))
             break
         p += "low2."
@@ -202,6 +218,9 @@ def infer_config(state: dict[str, torch.Tensor], *, origin: str = "source") -> M
         pool_channels=int(get("predictions.0.tl_pool.branch1.0.weight").shape[0]),
         head_channels=int(get("predictions.0.tl_heat.0.weight").shape[0]),
         num_classes=int(heat.shape[0]),
+        block="fire" if "backbone.hourglasses.0.up1.0.conv_3x3.weight" in state else "residual",
+        output_stride=8 if "backbone.stem.2.conv1.weight" in state else 4,
+        head_kernel=int(get("predictions.0.tl_heat.0.weight").shape[-1]),
     )
 
 
@@ -232,7 +251,7 @@ def read_source(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise CornerNetError(f"{path} holds a {type(obj).__name__}, expected a state dict")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        if fmt == "original":
+        if fmt != "mmdetection":
             raise CornerNetError(f"{path} looks like an mmdetection checkpoint (it has 'state_dict'); "
                                  "use --format mmdetection")
         obj = obj["state_dict"]
@@ -245,6 +264,10 @@ def read_source(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
             raise CornerNetError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         key = str(key)
         state[key[len("module."):] if key.startswith("module.") else key] = value
+    for other, mark in _LAYOUT_MARK.items():
+        if fmt in _LAYOUT_MARK and other != fmt and any(k.startswith(mark) for k in state):
+            kind = "CornerNet-Squeeze" if other == "squeeze" else "original CornerNet"
+            raise CornerNetError(f"{path} has {mark}* tensors, the {kind}'s layout; use --format {other}")
     return state
 
 
@@ -297,7 +320,8 @@ class ImportSummary:
 
 def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str = "coco",
                    preset: str | None = None) -> ImportSummary:
-    """Convert the CornerNet weights at `src` (format ``original`` or ``mmdetection``) into our checkpoint `out`.
+    """Convert the CornerNet weights at `src` (format ``original``, ``mmdetection`` or ``squeeze``) into our
+    checkpoint `out`.
 
     The network size is read from the tensor shapes (or taken from `preset`, then checked). Every source
     tensor must land on one of ours and every one of ours must be filled; otherwise CornerNetError names

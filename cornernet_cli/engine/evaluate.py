@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cornernet_cli.config import DecodeConfig
+from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
 from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
@@ -200,7 +200,7 @@ def evaluate(
     data_dir: str | Path,
     split: str = "val",
     device: str = "cpu",
-    flip: bool = True,
+    flip: bool | None = None,
     scales: Sequence[float] | None = None,
     batch_size: int = 1,
     max_images: int | None = None,
@@ -216,7 +216,8 @@ def evaluate(
     see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out` and
     the metrics to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and
     "metrics_file" paths. scales: test scales; None: the one the checkpoint was trained for (1 without a
-    checkpoint)."""
+    checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on; off for
+    squeeze)."""
     from cornernet_cli.engine.checkpoint import load_model, test_scales
     from cornernet_cli.engine.precision import amp_dtype
     from cornernet_cli.hub import resolve_weights
@@ -235,6 +236,8 @@ def evaluate(
     else:
         source = "the dataset"
         scales = scales or (1.0,)
+    if flip is None:
+        flip = preset_test_settings(model.config if model is not None else None)["flip"]
     try:
         metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
                                  max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,

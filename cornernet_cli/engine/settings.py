@@ -26,6 +26,7 @@ from cornernet_cli.config import (
     ModelConfig,
     TrainConfig,
     model_config,
+    preset_of,
 )
 from cornernet_cli.data.coco import CocoDetection, available_splits
 from cornernet_cli.data.scale import choose_scales
@@ -34,8 +35,6 @@ from cornernet_cli.engine.checkpoint import read_metadata
 _DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 _MODEL_KEYS = {"centre_head", "corner_pool"}
-# Fields that shape the network's layers; a starting checkpoint must agree on all of them.
-_LAYOUT_FREE = {"num_classes", "centre_head", "corner_pool"}
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,6 @@ class TrainSettings:
     val_split: str
     preset: str
     choices: list[str] = field(default_factory=list)  # one line per setting chosen for the user, and why
-
-
-def preset_of(config: ModelConfig) -> str | None:
-    """The preset whose layers `config` has (class count, centre head and pooling aside), or None."""
-    for name, preset in PRESETS.items():
-        if all(getattr(preset, f.name) == getattr(config, f.name)
-               for f in dataclasses.fields(ModelConfig) if f.name not in _LAYOUT_FREE):
-            return name
-    return None
 
 
 def _box_statistics(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

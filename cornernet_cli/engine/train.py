@@ -381,7 +381,7 @@ def train(
         data_dir, train_split, input_size=data_cfg.input_size, batch_size=tc.batch_size, workers=tc.workers,
         seed=tc.seed, radius_mode=data_cfg.radius_mode, rank=env.rank, world_size=env.world_size,
         start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda", base=base,
-        centres=model_cfg.centre_head)
+        centres=model_cfg.centre_head, output_stride=model_cfg.output_stride)
 
     has_val = val_dir is not None
     total = tc.iters
