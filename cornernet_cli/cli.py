@@ -141,9 +141,13 @@ def train_cmd(
                                          "small (CPU), hourglass-104 (the paper), hourglass-52, squeeze "
                                          "(CornerNet-Squeeze, output stride 8), tiny (tests). With --weights: the "
                                          "checkpoint's."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Fine-tune: start from this cornernet "
-                                           "checkpoint. Tensors whose name and shape match are loaded; the class "
-                                           "heatmap layers start afresh when the class count differs."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Fine-tune: start from a cornernet checkpoint, "
+                                          "original / mmdetection weights or a name from `cornernet models` "
+                                          "(e.g. cornernet-hg104-coco). Tensors whose name and shape match are "
+                                          "loaded; the class heatmap layers start afresh when the class count "
+                                          "differs."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: named --weights must already be in "
+                                 "the cache."),
     freeze: str = typer.Option("none", "--freeze", help="With --weights: none (train everything) or backbone "
                                "(train only the prediction modules; a cheaper, gentler fine-tune)."),
     time: Optional[float] = typer.Option(None, "--time", min=0.01, help="Budget in minutes of training (CPU-"
@@ -244,8 +248,8 @@ def train_cmd(
                      push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
                      corner_pool=not no_corner_pool)
     try:
-        s = train_settings(data_dir=data, preset=preset, weights=weights, time_budget=time, time_clock=time_clock,
-                           iters=iters, epochs=epochs, device_type=resolve_device(device).type,
+        s = train_settings(data_dir=data, preset=preset, weights=weights, offline=offline, time_budget=time,
+                           time_clock=time_clock, iters=iters, epochs=epochs, device_type=resolve_device(device).type,
                            world_size=int(os.environ.get("WORLD_SIZE", "1")), val_dir=val, val_split=val_split,
                            overrides=overrides)
     except ValueError as e:

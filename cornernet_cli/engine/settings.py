@@ -31,6 +31,7 @@ from cornernet_cli.config import (
 from cornernet_cli.data.coco import CocoDetection, available_splits
 from cornernet_cli.data.scale import choose_scales
 from cornernet_cli.engine.checkpoint import read_metadata
+from cornernet_cli.hub import resolve_weights
 
 _DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -65,6 +66,7 @@ def train_settings(
     data_dir: str | Path,
     preset: str | None = None,
     weights: str | Path | None = None,
+    offline: bool = False,
     time_budget: float | None = None,
     time_clock: str = "auto",
     iters: int | None = None,
@@ -79,7 +81,8 @@ def train_settings(
     """Resolve a training run's settings.
 
     preset: a name of config.PRESETS; None: the starting checkpoint's, else DEFAULT_PRESET.
-    weights: a cornernet checkpoint to fine-tune from (its layers must be the preset's).
+    weights: what to fine-tune from: a cornernet checkpoint, original / mmdetection weights or a named model
+        (`cornernet_cli.hub.resolve_weights`; offline: never download one). Its layers must be the preset's.
     time_budget: minutes of training-step time (> 0); the schedule then follows the fraction used.
         time_clock: cpu | wall | auto (cpu on a CPU device, wall-clock on GPUs).
     iters / epochs: a step-count run instead (epochs: passes over the training split, across world_size
@@ -101,6 +104,11 @@ def train_settings(
         raise ValueError(f"time_budget must be > 0 minutes, got {time_budget}")
     choices: list[str] = []
 
+    if weights:
+        resolved = resolve_weights(str(weights), offline=offline)
+        if str(resolved) != str(weights):
+            choices.append(f"weights {weights}: {resolved}")
+        weights = resolved
     source_cfg = read_metadata(weights)["model_config"] if weights else None
     if preset is None:
         preset = DEFAULT_PRESET
