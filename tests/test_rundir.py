@@ -44,6 +44,16 @@ def _cli(*args) -> list[str]:
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CORNERNET_MALLOC_TUNING": "0"}
 
 
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 600) -> None:
+    """Wait until `path` exists while `proc` runs (generous: the machine may be shared and slow)."""
+    deadline = time.time() + seconds
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} before {path} appeared: {proc.stderr.read()}")
+        assert time.time() < deadline, f"{path} did not appear within {seconds} s"
+        time.sleep(0.2)
+
+
 # ---- the run-folder rule -----------------------------------------------------------------------------------
 
 
@@ -216,12 +226,9 @@ def test_two_trainings_cannot_share_a_run_folder_and_a_killed_ones_lock_is_taken
     first = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_ENV,
                              start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while not (out / "state.safetensors").exists():  # the first run is writing its folder
-            assert first.poll() is None and time.time() < deadline, first.stderr and first.stderr.read()
-            time.sleep(0.2)
+        _wait_for(out / "state.safetensors", first)  # the first run is writing its folder
         second = subprocess.run(_cli(*args[:-4], "--iters", "3", "--resume"), capture_output=True, text=True,
-                                env=_ENV, timeout=120)
+                                env=_ENV, timeout=600)
         assert second.returncode == 1 and "Traceback" not in second.stderr
         line = one_line_error(second.stderr)
         assert f"in use by pid {first.pid} on {socket.gethostname()}" in line and str(out) in line
@@ -231,7 +238,7 @@ def test_two_trainings_cannot_share_a_run_folder_and_a_killed_ones_lock_is_taken
         first.wait(timeout=60)
     assert json.loads((out / ".cornernet.lock").read_text())["pid"] == first.pid  # left behind by SIGKILL
     done = subprocess.run(_cli(*args[:-4], "--iters", "3", "--resume"), capture_output=True, text=True, env=_ENV,
-                          timeout=300)
+                          timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
     assert not (out / ".cornernet.lock").exists()
@@ -275,10 +282,7 @@ def test_kill_while_results_json_is_written_leaves_no_half_file(syn, tmp_path, s
     p = subprocess.Popen([sys.executable, "-c", _SLOW_WRITE, *map(str, args), "--no-flip"], env={
         **_ENV, "MARKER": str(marker)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            assert p.poll() is None and time.time() < deadline, p.stderr.read()
-            time.sleep(0.1)
+        _wait_for(marker, p)
         p.send_signal(sig)
         p.wait(timeout=60)
     finally:
@@ -290,7 +294,7 @@ def test_kill_while_results_json_is_written_leaves_no_half_file(syn, tmp_path, s
     # left: hidden temporary files, and eval's lock (stale now: the next eval takes it over)
     leftovers = [f.name for f in final.parent.iterdir() if f.name.startswith(f".{final.name}.")]
     assert all(name.endswith(".tmp") or name == f".{final.name}.lock" for name in leftovers), leftovers
-    assert subprocess.run(_cli(*args, "--no-flip"), env=_ENV, capture_output=True, timeout=120).returncode == 0
+    assert subprocess.run(_cli(*args, "--no-flip"), env=_ENV, capture_output=True, timeout=600).returncode == 0
     assert json.loads(final.read_text()) is not None
 
 
@@ -371,7 +375,7 @@ def test_unreadable_image_in_a_worker_is_one_line(syn, tmp_path):
     bad.write_bytes(b"not an image any more")
     p = subprocess.run(_cli("train", "--data", data, "--out", tmp_path / "run", "--iters", "4",
                             *[a if a != "0" else "1" for a in TRAIN]), capture_output=True, text=True, env=_ENV,
-                       timeout=300)
+                       timeout=600)
     assert p.returncode == 1 and "Traceback" not in p.stderr and "DataLoader worker" not in p.stderr
     line = one_line_error(p.stderr)
     assert f"cannot decode image {bad}" in line and "stopped at step 0" in line
