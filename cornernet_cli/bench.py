@@ -332,6 +332,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     Returns a JSON-ready dict with the settings, the environment and load averages per phase.
     """
     from cornernet_cli.decode import decode
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.engine.inference import StageTimer, detect_images
     from cornernet_cli.engine.precision import amp_dtype as _amp_dtype
     from cornernet_cli.engine.precision import autocast as _autocast
@@ -340,11 +341,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     from cornernet_cli.model import build_model
     from cornernet_cli.postprocess import merge_detections
 
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
-    if dev.type not in ("cpu", "cuda"):
-        raise CornerNetError(f"--device must be cpu or cuda, got {device!r}", 2)
+    dev = resolve_device(device)
     if channels_last is None:
         channels_last = True
     amp_dtype = _amp_dtype(amp, dev)

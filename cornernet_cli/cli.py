@@ -93,6 +93,8 @@ def prepare_data_cmd(
                               "256 px, scaled with --image-size."),
     max_iou: float = typer.Option(0.4, "--max-iou", min=0.0, max=1.0, help="Synthetic: largest IoU between two "
                                   "objects (0: no overlaps; the demo's data)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a dataset that another prepare-data job "
+                                  "(other source or settings) wrote to --out; the same job may always rewrite it."),
 ) -> None:
     """Convert VOC / YOLO / COCO (or generate synthetic shapes) into a validated dataset folder for --data."""
     from cornernet_cli.data.convert import prepare_data, synthetic_report
@@ -103,12 +105,12 @@ def prepare_data_cmd(
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise CornerNetError(f"--sizes takes LOW,HIGH with LOW <= HIGH, got {sizes!r}", 2)
         report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou)
+                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou, exist_ok=exist_ok)
     else:
         if source is None:
             raise CornerNetError(f"--source is required for --format {format}", exit_code=2)
         report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
-                              strict=strict, copy_images=copy_images)
+                              strict=strict, copy_images=copy_images, exist_ok=exist_ok)
     print_report(report, console)
 
 
@@ -188,6 +190,8 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Start afresh in an --out that holds an earlier run, "
+                                  "deleting its checkpoints (without this or --resume such a folder is refused)."),
     radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
     no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
     centre_head: Optional[bool] = typer.Option(
@@ -257,8 +261,8 @@ def train_cmd(
     for line in s.choices:
         console.print(f"[dim]{escape(line)}[/]", highlight=False)
     result = train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
-                   val_dir=s.val_dir, device=device, resume=resume, log_every=log_every, val_every=val_every,
-                   save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
+                   val_dir=s.val_dir, device=device, resume=resume, exist_ok=exist_ok, log_every=log_every,
+                   val_every=val_every, save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
                    max_cpu_minutes=max_cpu_minutes)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
@@ -347,7 +351,7 @@ def eval_cmd(
     oracle_embeddings: str = typer.Option("gt", "--oracle-embeddings", help="With --oracle: gt (one true value "
                                           "per object: exact grouping) or trained (the network's embeddings, as "
                                           "in the paper's error analysis)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
@@ -355,6 +359,8 @@ def eval_cmd(
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
     offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
                                  "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace results at --out from another evaluation "
+                                  "(other checkpoint, data or settings); the same evaluation may always rewrite them."),
 ) -> None:
     """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
     from cornernet_cli.config import DecodeConfig
@@ -364,7 +370,8 @@ def eval_cmd(
                  scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
                  max_images=max_images,
                  oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
-                 params=DecodeConfig(centre_check=centre_check), offline=offline)
+                 params=DecodeConfig(centre_check=centre_check), offline=offline,
+                 exist_ok=exist_ok)
     for table in metrics_tables(m):
         console.print(table)
     console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
@@ -378,7 +385,7 @@ def detect_cmd(
                                              "such as cornernet-hg104-coco (downloaded on first use); default: "
                                              "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
                                         "time (default: on; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
@@ -392,6 +399,8 @@ def detect_cmd(
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
                                  "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
+                                  "results (other checkpoint, inputs or settings); the same job may rewrite it."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
     from cornernet_cli.config import DecodeConfig
@@ -399,7 +408,8 @@ def detect_cmd(
 
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
                     scales=_parse_floats(scales, "--scales") if scales else None,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline)
+                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
+                    exist_ok=exist_ok)
     console.print(report_table(report))
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
@@ -417,7 +427,7 @@ def visualize_heatmaps_cmd(
                                           "(default: the strongest)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
                                       "show the training targets."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     scale: Optional[float] = typer.Option(None, "--scale", min=0.01, help="Test scale (default: the one the "
                                           "model was trained for)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
@@ -454,6 +464,8 @@ def ablate_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed shared by every variant."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an ablation with other settings in --out "
+                                  "(its variants are trained and evaluated afresh); the same settings resume."),
 ) -> None:
     """The paper's ablations (corner pooling, penalty reduction, error analysis) with one budget; writes
     ablation.md and ablation.json. No study flag runs them all; a rerun skips finished variants."""
@@ -465,7 +477,7 @@ def ablate_cmd(
     result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
                           minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
                           split=split, flip=flip, max_images=max_images, seed=seed, workers=workers, device=device,
-                          console=Console(stderr=True))
+                          console=Console(stderr=True), exist_ok=exist_ok)
     if result.status == "interrupted":
         console.print(f"interrupted; finished variants are in {out}/ablation.md. Run the same command again to "
                       f"resume.")
@@ -506,7 +518,7 @@ def demo_cmd(
 def bench_cmd(
     preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, squeeze, "
                                "small, small-fast, tiny."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),
     amp: str = typer.Option("off", "--amp", help="Autocast: bf16, fp16 (CUDA) or off."),

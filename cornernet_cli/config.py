@@ -61,7 +61,27 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        config = cls(**d)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """ValueError naming the field unless every size is a positive int, channels and blocks are equally
+        long (at least 2 levels: the hourglass's top and bottom), and the switches are booleans (configs read
+        from files are untrusted)."""
+        def positive(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            ok = (isinstance(v, bool) if f.name in ("corner_pool", "centre_head") else
+                  isinstance(v, tuple) and len(v) > 0 and all(map(positive, v)) if f.name in ("channels", "blocks")
+                  else positive(v))
+            if not ok:
+                raise ValueError(f"model config {f.name}={v!r} is not valid")
+        if len(self.channels) != len(self.blocks) or len(self.channels) < 2:
+            raise ValueError(f"model config has {len(self.channels)} channels and {len(self.blocks)} blocks; "
+                             f"expected as many of each, at least 2")
 
 
 BLOCKS = ("residual", "fire")

@@ -10,7 +10,6 @@ Unreadable files are reported in "skipped" and the rest still run.
 from __future__ import annotations
 
 import glob
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
 from cornernet_cli.engine.inference import StageTimer, detect_images
@@ -167,6 +167,7 @@ def detect(
     runs_dir: str | Path = "runs",
     amp: str = "off",
     offline: bool = False,
+    exist_ok: bool = False,
 ) -> DetectReport:
     """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (a checkpoint
     file, original / mmdetection weights or a named model, see `cornernet_cli.hub`; default: the newest
@@ -176,25 +177,43 @@ def detect(
     checkpoint was trained for). flip None: the checkpoint's preset's test procedure (`preset_test_settings`:
     on; off for squeeze). amp: the network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
     offline: never download a named model. Returns a DetectReport.
+
+    detections.json records the job (checkpoint, inputs, settings): an `out` holding another job's results is
+    refused unless `exist_ok`; the same job writes them again. `out` is locked while this runs, and
+    detections.json is written atomically.
     """
     from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.engine.rundir import claim_output
 
+    device = resolve_device(device)
     amp_dtype(amp, device)  # a bad --amp fails before any work
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
-    model, meta = load_model(ckpt, device=device)
-    scales = test_scales(meta, scales)
-    names, cat_ids = meta["class_names"], meta["category_ids"]
-    if flip is None:
-        flip = preset_test_settings(meta["model_config"])["flip"]
     paths, skipped = collect_inputs(sources)
     if not paths:
         raise CornerNetError("no input files: " + "; ".join(f"{p['file']}: {p['error']}" for p in skipped))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = DetectReport(skipped=skipped, checkpoint=ckpt)
+    job = {"command": "detect", "checkpoint": str(ckpt.resolve()), "inputs": [str(p.resolve()) for p in paths],
+           "threshold": threshold, "flip": flip, "scales": [float(s) for s in scales] if scales else None,
+           "amp": amp,
+           "max_side": params.max_side, "centre_check": bool(params.centre_check)}
+    with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
+        model, meta = load_model(ckpt, device=device)
+        if flip is None:
+            flip = preset_test_settings(meta["model_config"])["flip"]
+        return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
+                            meta=meta, job=job, threshold=threshold, device=device, flip=flip,
+                            scales=test_scales(meta, scales), params=params, amp=amp)
+
+
+def _detect_into(out: Path, paths: list[Path], *, report: DetectReport, model: torch.nn.Module, meta: dict,
+                 job: dict, threshold: float, device: torch.device, flip: bool, scales: Sequence[float],
+                 params: DecodeConfig, amp: str) -> DetectReport:
+    """The work of `detect` once `out` is held: every input into `out`, then detections.json."""
+    names, cat_ids, ckpt = meta["class_names"], meta["category_ids"], report.checkpoint
     timer, used = StageTimer(), set()
-    dev = torch.device(device)
+    dev = device
 
     def run(image: np.ndarray) -> np.ndarray:
         dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer,
@@ -230,8 +249,8 @@ def detect(
             report.skipped.append({"file": str(path), "error": str(e)})
     report.time_ms = timer.per_image_ms()
     report.json_path = out / "detections.json"
-    report.json_path.write_text(json.dumps({"checkpoint": str(ckpt), "classes": names, "threshold": threshold,
-                                            "images": report.entries, "skipped": report.skipped}, indent=1))
+    write_json(report.json_path, {"checkpoint": str(ckpt), "classes": names, "threshold": threshold,
+                                  "images": report.entries, "skipped": report.skipped, "job": job}, indent=1)
     return report
 
 

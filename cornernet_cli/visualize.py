@@ -146,9 +146,11 @@ def visualize_heatmaps(
     from cornernet_cli.data.image_io import read_image
     from cornernet_cli.detect import find_checkpoint
     from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.targets import encode_targets, gaussian_radius
 
     image_path = Path(image_path)
+    device = resolve_device(device)
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
     model, meta = load_model(ckpt, device=device)
     scale = test_scales(meta, (scale,) if scale else None)[0]

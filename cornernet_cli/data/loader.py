@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import output_size
 from cornernet_cli.data.transforms import MEAN, STD, train_transform
+from cornernet_cli.errors import CornerNetError
 
 BATCH_KEYS = ("image", "tl_heat", "br_heat", "tl_index", "br_index", "tl_off", "br_off", "mask")
 
@@ -178,6 +179,19 @@ def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the other workers
     info = torch.utils.data.get_worker_info()
     np.random.seed(info.seed % 2**32)
+
+
+def next_batch(batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The next batch of a training loader; a CornerNetError from a sample (an unreadable image) is re-raised
+    as its own one-line message, also when it happened in a worker process (where torch wraps it with the
+    worker's traceback)."""
+    try:
+        return next(batches)
+    except CornerNetError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        if len(lines) > 1:  # "Caught CornerNetError in DataLoader worker ..." + traceback + "...Error: message"
+            raise CornerNetError(lines[-1].split(f"{CornerNetError.__name__}: ", 1)[-1], e.exit_code) from None
+        raise
 
 
 def build_train_loader(data_dir, split: str = "train", *, input_size: int = 511, batch_size: int = 1,

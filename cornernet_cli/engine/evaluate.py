@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
@@ -189,8 +189,7 @@ def evaluate_model(
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
                     "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
     if results_path is not None:
-        Path(results_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(results_path).write_text(json.dumps(results))
+        write_json(results_path, results)
     return metrics
 
 
@@ -211,45 +210,60 @@ def evaluate(
     progress: bool = True,
     amp: str = "off",
     offline: bool = False,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
     """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights or a named model,
     see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out` and
-    the metrics to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and
-    "metrics_file" paths. scales: test scales; None: the one the checkpoint was trained for (1 without a
-    checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on; off for
-    squeeze)."""
+    the metrics to metrics.json next to it (both atomically). Returns the metrics (see `evaluate_model`) plus
+    "results" and "metrics_file" paths. scales: test scales; None: the one the checkpoint was trained for (1
+    without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on; off
+    for squeeze).
+
+    metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
+    at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
+    locked against a second process (`cornernet_cli.engine.rundir`)."""
     from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.engine.rundir import claim_output
     from cornernet_cli.hub import resolve_weights
 
+    device = resolve_device(device)
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
         raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
     if oracle is None and oracle_embeddings != "gt":
         raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
-    model, names = None, None
-    if checkpoint is not None:
-        model, meta = load_model(resolve_weights(checkpoint, offline=offline, progress=progress), device=device)
-        names = meta["class_names"]
-        source = str(checkpoint)
-        scales = test_scales(meta, scales)
-    else:
-        source = "the dataset"
-        scales = scales or (1.0,)
-    if flip is None:
-        flip = preset_test_settings(model.config if model is not None else None)["flip"]
-    try:
-        metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
-                                 max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,
-                                 oracle_gt_embeddings=oracle_embeddings == "gt", params=params, results_path=out,
-                                 amp=amp)
-    except CornerNetError as e:
-        raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
     out = Path(out)
     metrics_file = out.with_name("metrics.json")
-    metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
-                    "results": str(out), "metrics_file": str(metrics_file)})
-    metrics_file.write_text(json.dumps(metrics, indent=2))
+    source = str(checkpoint) if checkpoint is not None else "the dataset"
+    if checkpoint is not None:
+        checkpoint = resolve_weights(checkpoint, offline=offline, progress=progress)
+    job = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+           "data": str(Path(data_dir).resolve()), "split": split, "flip": flip,
+           "scales": [float(s) for s in scales] if scales else None, "max_images": max_images, "oracle": oracle,
+           "oracle_embeddings": oracle_embeddings, "amp": amp, "centre_check": bool(params.centre_check)}
+    with claim_output(out.parent, job=job, record_file=metrics_file, exist_ok=exist_ok, output=out,
+                      lock_name=f".{out.name}.lock"):
+        model, names = None, None
+        if checkpoint is not None:
+            model, meta = load_model(checkpoint, device=device)
+            names = meta["class_names"]
+            scales = test_scales(meta, scales)
+        else:
+            scales = scales or (1.0,)
+        if flip is None:
+            flip = preset_test_settings(model.config if model is not None else None)["flip"]
+        try:
+            metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip,
+                                     scales=scales, max_images=max_images, progress=progress, batch_size=batch_size,
+                                     oracle=oracle, oracle_gt_embeddings=oracle_embeddings == "gt", params=params,
+                                     results_path=out, amp=amp)
+        except CornerNetError as e:
+            raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
+        metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
+                        "results": str(out), "metrics_file": str(metrics_file), "job": job})
+        write_json(metrics_file, metrics, indent=2)
     return metrics
 
 

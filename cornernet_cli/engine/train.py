@@ -45,7 +45,9 @@ from cornernet_cli.engine.checkpoint import (
     save_train_state,
     unwrap,
 )
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.finetune import freeze, keep_frozen_statistics, transfer_weights
+from cornernet_cli.engine.rundir import claims_run_folder
 from cornernet_cli.errors import CornerNetError
 
 # ---- distributed ---------------------------------------------------------------------------------------
@@ -75,21 +77,6 @@ def init_distributed(device: torch.device) -> DistEnv:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return env
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
-        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
-        torch.cuda.set_device(device)
-        return device
-    if name != "cpu":
-        raise CornerNetError(f"--device must be auto, cpu or cuda, got {name!r}", 2)
-    return torch.device("cpu")
 
 
 def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
@@ -233,6 +220,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@claims_run_folder
 def train(
     *,
     data_dir: str | Path,
@@ -245,6 +233,7 @@ def train(
     val_split: str = "val",
     device: str = "auto",
     resume: bool = False,
+    exist_ok: bool = False,
     log_every: int = 10,
     val_every: int = 0,
     save_every: int = 500,
@@ -256,7 +245,9 @@ def train(
 ) -> TrainResult:
     """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
 
-    model_cfg.num_classes is replaced by the dataset's class count. `stop_at_step` ends the run early
+    model_cfg.num_classes is replaced by the dataset's class count. A folder that holds an earlier run is
+    refused unless `resume` (continue it) or `exist_ok` (replace it), and the folder is locked against a
+    second process while this one runs (`cornernet_cli.engine.rundir`). `stop_at_step` ends the run early
     (as an interruption would: resume state saved) and exists for tests and tooling. `max_minutes` ends it
     the same way once that much wall-clock time has passed (status "time limit"; --resume continues);
     `max_cpu_minutes` once the training steps have used that much CPU time in this process (threads summed,
@@ -265,7 +256,7 @@ def train(
     over resumes.
     """
     from cornernet_cli.data.coco import CocoDetection
-    from cornernet_cli.data.loader import build_train_loader
+    from cornernet_cli.data.loader import build_train_loader, next_batch
     from cornernet_cli.losses import CornerNetLoss
     from cornernet_cli.model.cornernet import CornerNet
 
@@ -288,6 +279,9 @@ def train(
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(class_names))
     if len(base) == 0:
         raise CornerNetError(f"{data_dir}: the {train_split} split has no images")
+    if base.num_boxes == 0:
+        raise CornerNetError(f"{base.ann_path}: the {train_split} split has {len(base)} images but no boxes to "
+                             f"train on (crowd and zero-size boxes are left out)")
 
     if env.is_main:
         try:
@@ -446,7 +440,12 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             w0, c0 = time.perf_counter(), time.process_time()
-            batch = next(batches)
+            try:
+                batch = next_batch(batches)
+            except CornerNetError as e:  # e.g. an image changed or removed while the run reads it
+                save(step)
+                raise CornerNetError(f"{e}; stopped at step {step} with the state saved: fix the data, then "
+                                     f"--resume continues") from None
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["image"]
             if tc.channels_last:
