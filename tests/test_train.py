@@ -425,3 +425,27 @@ def test_cli_ema_schedule_and_embedding_weights_reach_the_run(syn, tmp_path):
     assert used == pytest.approx(expect[-len(used):]) and used[-1] < 0.3 * t["lr"]
     r = CliRunner().invoke(app, ["train", "--data", str(syn), "--lr-schedule", "linear", "--out", str(tmp_path / "b")])
     assert isinstance(r.exception, CornerNetError) and "--lr-schedule" in str(r.exception)
+
+
+def test_tiny_overfits_a_handful_of_images(tmp_path):
+    """Training learns: `tiny` on 4 synthetic 64 x 64 images (2 classes, at most 2 objects each, no colour
+    augmentation) for 120 steps. Measured here (seed 0, 2026-12-01): the mean loss of the last 5 steps is 9.8x
+    below that of the first 5, and AP50 on the same images is 1.0 (AP 0.49); an untrained network scores ~0.
+    The bounds (loss / 3, AP50 > 0.5) leave that margin; a loop that does not learn fails both."""
+    data = tmp_path / "syn"
+    write_synthetic_dataset(data, num_train=4, num_val=0, image_size=64, num_classes=2, seed=0, max_objects=2,
+                            sizes=(20, 44))
+    result = train(data_dir=data, out_dir=tmp_path / "run", model_cfg=model_config("tiny"),
+                   data_cfg=DataConfig(input_size=64, random_scales=(1.0,), color_jitter=0.0, lighting=0.0),
+                   train_cfg=TrainConfig(batch_size=4, iters=120, lr=3e-3, lr_steps=(96,), warmup_iters=5, workers=0,
+                                         seed=0),
+                   device="cpu", log_every=1, save_every=10**6, progress=False)
+    assert result.status == "finished"
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first / 3, (first, last)
+    from cornernet_cli.engine.evaluate import evaluate_model
+
+    model, meta = load_model(tmp_path / "run" / "last.safetensors")
+    metrics = evaluate_model(model, data, "train", class_names=meta["class_names"], flip=False)
+    assert metrics["AP50"] > 0.5, metrics
