@@ -1,7 +1,8 @@
 """Decoder benchmark: `decode` against a straightforward version of the original algorithm.
 
 `decode_reference` is the original's recipe written plainly (sigmoid over the whole map, 3 x 3 max-pool
-NMS, top k of the whole map, all k x k pairs); it is also the independent expectation in the tests.
+NMS, top k of the whole map, all k x k pairs): the timing baseline of `bench_decode` and `cornernet bench`.
+It shares `topk_maxpool` with the package, so it is not the tests' expectation (tests/reference.py is).
 """
 
 from __future__ import annotations

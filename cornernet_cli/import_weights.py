@@ -248,26 +248,34 @@ def read_source(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # truncated files, other formats
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CornerNetError(f"{path} is not a readable torch.save file: {reason}") from None
+    return source_state(obj, fmt, origin=path)
+
+
+def source_state(obj: object, fmt: str, *, origin: str | Path = "source") -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded source file `obj` (mmdetection: its ``state_dict``), ``module.`` stripped.
+
+    Tensors are taken as they are (any device, meta included: the key / shape manifests of the released files
+    are checked this way without allocating them). `origin` names the file in errors."""
     if not isinstance(obj, dict):
-        raise CornerNetError(f"{path} holds a {type(obj).__name__}, expected a state dict")
+        raise CornerNetError(f"{origin} holds a {type(obj).__name__}, expected a state dict")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         if fmt != "mmdetection":
-            raise CornerNetError(f"{path} looks like an mmdetection checkpoint (it has 'state_dict'); "
+            raise CornerNetError(f"{origin} looks like an mmdetection checkpoint (it has 'state_dict'); "
                                  "use --format mmdetection")
         obj = obj["state_dict"]
     elif fmt == "mmdetection" and not any(str(k).startswith(("backbone.", "module.backbone.")) for k in obj):
-        raise CornerNetError(f"{path} has no 'state_dict' and no backbone.* tensors: not an mmdetection "
+        raise CornerNetError(f"{origin} has no 'state_dict' and no backbone.* tensors: not an mmdetection "
                              "checkpoint (use --format original for the original CornerNet)")
     state = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise CornerNetError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise CornerNetError(f"{origin}: entry {key!r} is a {type(value).__name__}, not a tensor")
         key = str(key)
         state[key[len("module."):] if key.startswith("module.") else key] = value
     for other, mark in _LAYOUT_MARK.items():
         if fmt in _LAYOUT_MARK and other != fmt and any(k.startswith(mark) for k in state):
             kind = "CornerNet-Squeeze" if other == "squeeze" else "original CornerNet"
-            raise CornerNetError(f"{path} has {mark}* tensors, the {kind}'s layout; use --format {other}")
+            raise CornerNetError(f"{origin} has {mark}* tensors, the {kind}'s layout; use --format {other}")
     return state
 
 
@@ -318,6 +326,42 @@ class ImportSummary:
     filled_counters: int
 
 
+def fit_state(state: dict[str, torch.Tensor], config: ModelConfig, *, source_names: dict[str, str] | None = None,
+              origin: str = "source", network: str = "the inferred network"
+              ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], int]:
+    """Check that `state` (our names, from rename_state_dict) fills exactly the network of `config`.
+
+    Returns (that network on the meta device, `state` with absent ``num_batches_tracked`` counters added as 0
+    and dtypes matched to the network's, the number of counters added), ready for
+    ``load_state_dict(state, assign=True)``. Raises CornerNetError naming unfilled target keys, unused source keys
+    (by their source names when `source_names` maps ours to them) and shape mismatches.
+    """
+    from cornernet_cli.model.cornernet import CornerNet
+
+    with torch.device("meta"):
+        model = CornerNet.from_config(config)
+    target = model.state_dict()
+    state, filled = dict(state), 0
+    for key, value in target.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=value.dtype)
+            filled += 1
+    names = source_names or {}
+    missing = [k for k in target if k not in state]
+    unused = [names.get(k, k) for k in state if k not in target]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+             for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unused or wrong:
+        parts = []
+        for label, keys in (("unfilled target keys", missing), ("unused source keys", unused),
+                            ("shape mismatches", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label}: {_short(keys)}")
+        raise CornerNetError(f"{origin} does not fit {network}: " + "; ".join(parts))
+    state = {k: v.to(target[k].dtype) if v.dtype != target[k].dtype else v for k, v in state.items()}
+    return model, state, filled
+
+
 def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str = "coco",
                    preset: str | None = None) -> ImportSummary:
     """Convert the CornerNet weights at `src` (format ``original``, ``mmdetection`` or ``squeeze``) into our
@@ -328,7 +372,6 @@ def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str =
     the keys. The result loads with `cornernet_cli.engine.checkpoint.load_model`.
     """
     from cornernet_cli.engine.checkpoint import save_checkpoint
-    from cornernet_cli.model.cornernet import CornerNet
 
     src = Path(src)
     state, source_names = rename_state_dict(read_source(src, fmt), fmt, origin=str(src))
@@ -340,26 +383,8 @@ def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str =
             raise CornerNetError(f"--preset: {e}") from None
     names, ids = read_classes(classes, config.num_classes)
 
-    with torch.device("meta"):
-        model = CornerNet.from_config(config)
-    target = model.state_dict()
-    filled = 0
-    for key, value in target.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros((), dtype=value.dtype)
-            filled += 1
-    missing = [k for k in target if k not in state]
-    unused = [source_names.get(k, k) for k in state if k not in target]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-             for k in target if k in state and state[k].shape != target[k].shape]
-    if missing or unused or wrong:
-        parts = []
-        for label, keys in (("unfilled target keys", missing), ("unused source keys", unused),
-                            ("shape mismatches", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {label}: {_short(keys)}")
-        raise CornerNetError(f"{src} does not fit {preset or 'the inferred network'}: " + "; ".join(parts))
-    state = {k: v.to(target[k].dtype) if v.dtype != target[k].dtype else v for k, v in state.items()}
+    model, state, filled = fit_state(state, config, source_names=source_names, origin=str(src),
+                                     network=preset or "the inferred network")
     model.load_state_dict(state, strict=True, assign=True)
     extra = {"imported_from": fmt, "source": str(src), "source_input": SOURCE_INPUT[fmt]}
     save_checkpoint(out, model, class_names=names, category_ids=ids, extra=extra)
