@@ -88,6 +88,10 @@ def test_confusion_matrix_and_image_errors(case):
     # rows true A, B, background; columns predicted A, B, background
     assert cm["counts"] == [[2, 0, 1], [1, 0, 0], [1, 0, 0]]
     assert cm["normalised"][0] == pytest.approx([2 / 3, 0, 1 / 3]) and cm["normalised"][1] == [1.0, 0.0, 0.0]
+    # at 0.8 image 2's large A, found only by the 0.7 detection, is missed too
+    assert sorted(m[0] for m in analysis.image_outcomes(ev, 0.8)[2].misses) == [[0, 0, 20, 20], [50, 50, 10, 10]]
+    assert analysis.confusion_matrix(analysis.image_outcomes(ev, 0.8), ["A", "B"])["counts"] == [[1, 0, 2], [1, 0, 0],
+                                                                                               [0, 0, 0]]
     # all detections kept: the 0.5 duplicate becomes a background false positive
     assert analysis.confusion_matrix(analysis.image_outcomes(ev, 0.0), ["A", "B"])["counts"] == [[2, 0, 1], [1, 0, 0],
                                                                                                [2, 0, 0]]
