@@ -114,6 +114,56 @@ def prepare_data_cmd(
     print_report(report, console)
 
 
+@app.command("inspect-data")
+def inspect_data_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pictures (default: "
+                                       "runs/inspect-<data name>)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Split to draw (repeatable; default: all)."),
+    preset: str = typer.Option("small", "--preset", help="Model preset whose default training input size to "
+                               "use (as `train --preset`)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (as "
+                                             "`train --input-size`)."),
+    random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training crop scales (as `train "
+                                                "--random-scales`; default: the paper's 0.6,...,1.3)."),
+    vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training top-bottom mirror probability "
+                                "(as `train --vflip`)."),
+    transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training x-y swap probability "
+                                    "(as `train --transpose`)."),
+    images: int = typer.Option(16, "--images", min=1, help="Images per mosaic (a seeded sample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the augmentation."),
+) -> None:
+    """Look at a dataset before training: ground-truth boxes per split, augmented training crops with their
+    corner targets, and label statistics (instances per class, box sizes at input scale with the encoder's
+    radius, box centres)."""
+    import dataclasses
+
+    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig
+    from cornernet_cli.data.look import inspect_data
+
+    if preset not in PRESETS:
+        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
+    dcfg = dataclasses.replace(DataConfig(), input_size=input_size or TRAIN_DEFAULTS[preset]["input_size"],
+                               vflip=vflip, transpose=transpose)
+    if random_scales is not None:
+        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
+    out = out or Path("runs") / f"inspect-{data.resolve().name}"
+    report = inspect_data(data, out, splits=split, data_cfg=dcfg, num_images=images, seed=seed)
+    b = report.stats["boxes_at_input_scale"]
+    console.print(f"{sum(report.stats['images'].values())} images, "
+                  + ", ".join(f"{s} {n}" for s, n in report.stats["images"].items())
+                  + f"; {b['count']} training boxes, median {b['median_width'] or 0:.0f} x "
+                  f"{b['median_height'] or 0:.0f} input pixels at --input-size {dcfg.input_size}")
+    if b["under_one_cell"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['under_one_cell']:.0f}% of training boxes are under one output "
+                      f"cell ({dcfg.output_stride} px) at input scale: a larger --input-size or smaller "
+                      f"--random-scales would keep them")
+    if b["over_input"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['over_input']:.0f}% of training boxes are larger than the "
+                      f"{dcfg.input_size} px input: crops cut them; larger --random-scales would fit them")
+    console.print(f"wrote {', '.join(p.name for p in report.files)} to {out}")
+
+
 def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -222,6 +272,10 @@ def train_cmd(
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
                                                     "once training has used this much CPU time (threads summed; "
                                                     "use --workers 0 to count data loading too)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the logged metrics (loss terms, "
+                                     "learning rate, validation AP) as TensorBoard event files into "
+                                     "OUT/tensorboard (needs `pip install tensorboard`); watch with "
+                                     "`tensorboard --logdir OUT`."),
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
@@ -263,7 +317,7 @@ def train_cmd(
     result = train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
                    val_dir=s.val_dir, device=device, resume=resume, exist_ok=exist_ok, log_every=log_every,
                    val_every=val_every, save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
-                   max_cpu_minutes=max_cpu_minutes)
+                   max_cpu_minutes=max_cpu_minutes, tensorboard=tensorboard)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
@@ -401,15 +455,28 @@ def detect_cmd(
                                  "the cache (the error says which file to place where)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
                                   "results (other checkpoint, inputs or settings); the same job may rewrite it."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to keep "
+                                          "(default: all the checkpoint's classes)."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="Also write YOLO label files: OUT/labels/<name>.txt, "
+                                  "one line 'class cx cy w h' a box (class index, centre and size as fractions "
+                                  "of the image), and OUT/labels/classes.txt with the class names."),
+    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: append each box's score to its "
+                                   "line."),
+    save_crop: bool = typer.Option(False, "--save-crop", help="Also save each box's pixels as "
+                                   "OUT/crops/<class>/<name>_<i>.jpg."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
     from cornernet_cli.config import DecodeConfig
-    from cornernet_cli.detect import detect, report_table
+    from cornernet_cli.detect import Extras, detect, report_table
 
+    if save_conf and not save_txt:
+        raise CornerNetError("--save-conf needs --save-txt", 2)
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
                     scales=_parse_floats(scales, "--scales") if scales else None,
                     params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
-                    exist_ok=exist_ok)
+                    exist_ok=exist_ok, classes=names,
+                    extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop))
     console.print(report_table(report))
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
@@ -509,8 +576,12 @@ def demo_cmd(
     console.print(f"[green]demo done[/] in {(time.perf_counter() - t0) / 60:.1f} min ({took} min)")
     console.print(f"  data:        {result.data_dir}")
     console.print(f"  checkpoint:  {result.checkpoint}")
-    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json)")
-    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files)")
+    console.print(f"  curves:      {result.checkpoint.parent / 'curves.png'}")
+    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json, pr_curve.png, threshold_curves.png, "
+                  f"confusion_matrix.png, errors.jpg)")
+    best = result.metrics.get("best_f1") or {}
+    shown = f", score >= {best['threshold']:.2f} (the best F1)" if best.get("threshold") is not None else ""
+    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files{shown})")
     console.print(f"next: cornernet detect YOUR_IMAGE.jpg --checkpoint {result.checkpoint}")
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,12 +67,9 @@ def _empty_results(coco_gt):
     return res
 
 
-def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict[str, Any]:
-    """Run COCOeval (bbox) on `results` (COCO result entries) over `image_ids` of `coco_gt`.
-
-    Returns the 12 summary metrics (METRICS, floats, -1 where undefined) and per_class: {class name: AP}
-    (AP at IoU .50:.95, all areas, 100 detections; -1 for classes without ground truth in these images).
-    """
+def run_cocoeval(coco_gt, results: list[dict], image_ids: Sequence[int]):
+    """pycocotools COCOeval (bbox) of `results` (COCO result entries) over `image_ids` of `coco_gt`, evaluated,
+    accumulated and summarised (quietly)."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -82,17 +81,73 @@ def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict[str, Any]:
+    """Run COCOeval (bbox) on `results` (COCO result entries) over `image_ids` of `coco_gt`.
+
+    Returns the 12 summary metrics (METRICS, floats, -1 where undefined) and per_class: {class name: AP}
+    (AP at IoU .50:.95, all areas, 100 detections; -1 for classes without ground truth in these images).
+    """
+    return summary_metrics(run_cocoeval(coco_gt, results, image_ids))
+
+
+def summary_metrics(ev) -> dict[str, Any]:
+    """The metrics of `coco_metrics` from an accumulated COCOeval."""
     out: dict[str, Any] = {name: float(v) for name, v in zip(METRICS, ev.stats)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]; T: IoU thresholds .50, .55, ..., .95
     per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
-        name = coco_gt.cats[cat_id]["name"]
+        name = ev.cocoGt.cats[cat_id]["name"]
         for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
             p = p[p > -1]
             table[name] = float(p.mean()) if p.size else -1.0
     out["per_class"] = per_class
     out["per_class_AP50"] = per_class50
     return out
+
+
+# Files `write_analysis` writes next to the results (plots_dir).
+PLOT_FILES = {"pr_curve": "pr_curve.png", "threshold_curves": "threshold_curves.png",
+              "confusion_matrix": "confusion_matrix.png", "confusion_json": "confusion_matrix.json",
+              "errors": "errors.jpg", "curves_json": "curves.json"}
+
+
+def write_analysis(ev, dataset: CocoDetection, out_dir: str | Path, *, gallery: int = 9) -> dict[str, Any]:
+    """The pictures of an evaluation, from the accumulated COCOeval `ev` (see cornernet_cli.engine.analysis),
+    written into `out_dir`: PLOT_FILES. The confusion matrix and the error gallery use the best pooled-F1
+    score threshold; the gallery shows the `gallery` images with the most errors.
+
+    Returns {"best_f1": {threshold, f1, precision, recall, tp, fp, fn}, "plots": {key: path}}.
+    """
+    from cornernet_cli import plots
+    from cornernet_cli.engine import analysis
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {k: out_dir / v for k, v in PLOT_FILES.items()}
+    matches = analysis.class_matches(ev)
+    best = analysis.best_f1(analysis.pooled(matches))
+    threshold = best["threshold"]
+    curves = {"pr": analysis.pr_curves(ev), "threshold": analysis.threshold_curves(matches), "best_f1": best}
+    files["curves_json"].write_text(json.dumps(curves))
+    plots.pr_curve(curves["pr"], files["pr_curve"])
+    plots.threshold_curves(curves["threshold"], best, files["threshold_curves"])
+    outcomes = analysis.image_outcomes(ev, threshold if threshold is not None else math.inf)
+    confusion = analysis.confusion_matrix(outcomes, [ev.cocoGt.cats[c]["name"] for c in ev.params.catIds])
+    files["confusion_json"].write_text(json.dumps({**confusion, "threshold": threshold}, indent=1))
+    plots.confusion_matrix(confusion, files["confusion_matrix"], threshold=threshold)
+    index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
+    worst = sorted(outcomes.values(), key=lambda o: (-o.errors, o.image_id))[:gallery]
+    tiles = [(dataset[index_of[o.image_id]].image, o,
+              f"{dataset.image_path(index_of[o.image_id]).name}: {len(o.false_positives)} FP, {len(o.misses)} missed")
+             for o in worst]
+    if tiles:
+        plots.error_gallery(tiles, files["errors"], threshold=threshold)
+    else:
+        del files["errors"]
+    return {"best_f1": best, "plots": {k: str(v) for k, v in files.items()}}
 
 
 def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[int]]:
@@ -128,6 +183,7 @@ def evaluate_model(
     params: DecodeConfig = DecodeConfig(),
     results_path: str | Path | None = None,
     amp: str = "off",
+    plots_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """COCO metrics of `model` on split `split` of the dataset folder `data_dir`.
 
@@ -136,7 +192,8 @@ def evaluate_model(
     name, see `class_mapping`; the dataset's category ids are written, so `category_ids` is only a fallback
     and may be None). flip / scales: test-time augmentation; max_images: evaluate the first N images only;
     batch_size: images per forward pass; results_path: also write the COCO results JSON there; amp: the
-    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
+    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`); plots_dir: also write the
+    evaluation's pictures there (`write_analysis`; adds "best_f1" and "plots" to the result).
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
@@ -183,7 +240,12 @@ def evaluate_model(
         if model is not None:
             model.train(was_training)
     image_ids = [dataset.image_ids[i] for i in range(count)]
-    metrics = coco_metrics(dataset.coco, results, image_ids) if count else {m: -1.0 for m in METRICS}
+    metrics: dict[str, Any] = {m: -1.0 for m in METRICS}
+    if count:
+        ev = run_cocoeval(dataset.coco, results, image_ids)
+        metrics = summary_metrics(ev)
+        if plots_dir is not None:
+            metrics.update(write_analysis(ev, dataset, plots_dir))
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
                     "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
@@ -213,11 +275,11 @@ def evaluate(
     exist_ok: bool = False,
 ) -> dict[str, Any]:
     """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights or a named model,
-    see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out` and
-    the metrics to metrics.json next to it (both atomically). Returns the metrics (see `evaluate_model`) plus
-    "results" and "metrics_file" paths. scales: test scales; None: the one the checkpoint was trained for (1
-    without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on; off
-    for squeeze).
+    see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out`, the
+    metrics to metrics.json next to it (both atomically) and the pictures of `write_analysis` there too. Returns
+    the metrics (see `evaluate_model`) plus "results" and "metrics_file" paths. scales: test scales; None: the
+    one the checkpoint was trained for (1 without a checkpoint). flip None: the checkpoint's preset's test
+    procedure (`preset_test_settings`: on; off for squeeze).
 
     metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
     at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
@@ -258,7 +320,7 @@ def evaluate(
             metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip,
                                      scales=scales, max_images=max_images, progress=progress, batch_size=batch_size,
                                      oracle=oracle, oracle_gt_embeddings=oracle_embeddings == "gt", params=params,
-                                     results_path=out, amp=amp)
+                                     results_path=out, amp=amp, plots_dir=out.parent)
         except CornerNetError as e:
             raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
         metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
@@ -301,4 +363,5 @@ def summary_line(metrics: dict[str, Any]) -> str:
     return " ".join(f"{m} {_fmt(metrics.get(m, -1.0))}" for m in ("AP", "AP50", "AP75"))
 
 
-__all__ = ["METRICS", "class_mapping", "coco_metrics", "evaluate", "evaluate_model", "metrics_tables", "summary_line"]
+__all__ = ["METRICS", "PLOT_FILES", "class_mapping", "coco_metrics", "evaluate", "evaluate_model", "metrics_tables",
+           "run_cocoeval", "summary_line", "summary_metrics", "write_analysis"]

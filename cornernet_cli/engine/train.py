@@ -7,7 +7,8 @@ Run folder (`out_dir`):
     best.safetensors     the best model by validation AP (the final model when there is no validation split)
     state.safetensors    the resume state: weights, optimiser, GradScaler, step, clocks, RNG states (no pickle),
                          self-contained so that one atomic write holds everything --resume needs
-    curves.png           loss terms and AP over steps (needs matplotlib)
+    curves.png           loss terms, learning rate and validation AP over steps (cornernet_cli.plots), every run
+    tensorboard/         with tensorboard=True: the same numbers as TensorBoard event files (engine/board.py)
     summary.json         how the run ended: status, step, best AP, images/s, per-rank weight checksums
 
 Distributed: launched by `torchrun`, the loop reads RANK / WORLD_SIZE / LOCAL_RANK, uses NCCL on GPUs and
@@ -242,6 +243,7 @@ def train(
     max_minutes: float | None = None,
     max_cpu_minutes: float | None = None,
     progress: bool = True,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
 
@@ -253,7 +255,7 @@ def train(
     `max_cpu_minutes` once the training steps have used that much CPU time in this process (threads summed,
     validation excluded; with workers=0 that is all the training work), a budget that a shared machine's
     load does not distort. metrics.jsonl records both clocks: train_min (wall) and cpu_min, cumulative
-    over resumes.
+    over resumes. `tensorboard`: also write the metrics as TensorBoard event files into out_dir/tensorboard.
     """
     from cornernet_cli.data.coco import CocoDetection
     from cornernet_cli.data.loader import build_train_loader, next_batch
@@ -380,6 +382,11 @@ def train(
     has_val = val_dir is not None
     total = tc.iters
     end_step = total if stop_at_step is None else min(total, stop_at_step)
+    board = None
+    if tensorboard and env.is_main:
+        from cornernet_cli.engine.board import Board
+
+        board = Board(out_dir / "tensorboard", purge_step=start_step if resume else None)
     metrics_file = _open_metrics(out_dir / "metrics.jsonl", start_step if resume else None) if env.is_main else None
     extra_meta = {"data_dir": str(data_dir), "input_size": data_cfg.input_size, "test_scale": data_cfg.test_scale,
                   **({"weights_transfer": transfer} if transfer else {})}
@@ -407,6 +414,7 @@ def train(
     # Loaded now, not at the first validation: a run must not pick up code changed under it (a reinstall, an
     # edit) halfway through, where the new evaluation code would meet this process's old model classes.
     from cornernet_cli.engine.evaluate import evaluate_model
+    from cornernet_cli.plots import training_curves
 
     def validate(step: int) -> dict[str, Any]:
         eval_model.eval()
@@ -494,6 +502,8 @@ def train(
                                 "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
                 metrics_file.write(json.dumps(last_metrics) + "\n")
                 metrics_file.flush()
+                if board:
+                    board.write(last_metrics)
             if has_val and (finished or (val_every and step % val_every == 0)):
                 if env.is_main:
                     try:
@@ -504,9 +514,12 @@ def train(
                     ap = float(result.get("AP", -1.0))
                     improved = best_ap is None or ap > best_ap
                     best_ap = ap if improved else best_ap
-                    metrics_file.write(json.dumps({"step": step, "train_min": round(clock["train_s"] / 60, 3),
-                                                   "cpu_min": round(clock["cpu_s"] / 60, 3), "val": result}) + "\n")
+                    row = {"step": step, "train_min": round(clock["train_s"] / 60, 3),
+                           "cpu_min": round(clock["cpu_s"] / 60, 3), "val": result}
+                    metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
+                    if board:
+                        board.write(row)
                     bar.note(f"step {step}: val AP {ap:.4f} AP50 {float(result.get('AP50', -1)):.4f}"
                              + (" (best)" if improved else ""))
                     save(step, best=improved)
@@ -530,6 +543,8 @@ def train(
     save(step, best=(not has_val or not best_path.exists()) and status == "finished")
     if metrics_file:
         metrics_file.close()
+    if board:
+        board.close()
 
     checksums = _param_checksums(model, env, dev)
     if env.is_main:
@@ -539,8 +554,7 @@ def train(
                    "param_checksums": checksums, "last_metrics": last_metrics,
                    "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if status == "finished":
-            _plot_curves(out_dir)
+        training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
     if env.enabled:
         dist.barrier()
         dist.destroy_process_group()
@@ -557,42 +571,3 @@ def _param_checksums(model: torch.nn.Module, env: DistEnv, device: torch.device)
     gathered = [torch.zeros_like(total) for _ in range(env.world_size)]
     dist.all_gather(gathered, total)
     return [float(t) for t in gathered]
-
-
-def _plot_curves(out_dir: Path) -> Path | None:
-    """curves.png from metrics.jsonl: one panel per loss term, and validation AP / AP50."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train_rows = [r for r in rows if "loss" in r]
-    val_rows = [r for r in rows if "val" in r]
-    if not train_rows:
-        return None
-    keys = [k for k in ("loss", "focal", "pull", "push", "offset") if k in train_rows[0]]
-    panels = len(keys) + (1 if val_rows else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3), squeeze=False)
-    steps = [r["step"] for r in train_rows]
-    for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [r[k] for r in train_rows])
-        ax.set_title(k)
-        ax.set_xlabel("step")
-        if k in ("loss", "focal"):
-            ax.set_yscale("log")
-    if val_rows:
-        ax = axes[0][-1]
-        for k in ("AP", "AP50"):
-            ax.plot([r["step"] for r in val_rows], [r["val"].get(k, float("nan")) for r in val_rows], marker="o",
-                    label=k)
-        ax.set_title("validation")
-        ax.set_xlabel("step")
-        ax.legend()
-    fig.tight_layout()
-    path = out_dir / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
