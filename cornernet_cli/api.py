@@ -36,17 +36,19 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from cornernet_cli.config import DecodeConfig
+from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import read_image, write_image
 from cornernet_cli.detect import draw_detections, image_entry
 from cornernet_cli.engine import evaluate as evaluation
 from cornernet_cli.engine import train as training
 from cornernet_cli.engine.checkpoint import load_model, test_scales
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
 from cornernet_cli.engine.precision import AMP_DTYPES
 from cornernet_cli.engine.settings import TrainSettings, train_settings
-from cornernet_cli.errors import CornerNetError, SettingError
+from cornernet_cli.errors import SettingError
 from cornernet_cli.export import ExportSummary, export_onnx
+from cornernet_cli.hub import resolve_weights
 from cornernet_cli.postprocess import to_coco_results
 
 #: What `Detector.predict` takes: an image file, an image array ([H, W, 3] or [H, W] uint8), a PIL image.
@@ -57,18 +59,6 @@ def _choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
         raise SettingError(f"{name} must be {listed}, got {value!r}")
-
-
-def checkpoint_path(source: str | Path) -> Path:
-    """The checkpoint file that `source` names: the one place where model names will be resolved.
-
-    source: a cornernet checkpoint file (.safetensors). Raises CornerNetError when it is not a file.
-    """
-    path = Path(source)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise CornerNetError(f"checkpoint {path}: {what} (expected a cornernet .safetensors file)")
-    return path
 
 
 # ---- detection --------------------------------------------------------------------------------------------
@@ -183,13 +173,18 @@ class Detector:
     """A trained CornerNet, loaded once, that finds objects in images.
 
     Args:
-        source: a cornernet checkpoint (.safetensors), e.g. runs/train/best.safetensors.
+        source: a cornernet checkpoint (.safetensors), e.g. runs/train/best.safetensors; original /
+            mmdetection weights (.pkl / .pth, imported once into the cache); or a name from `cornernet models`
+            such as "cornernet-hg104-coco" (downloaded on first use into CORNERNET_HOME; see
+            `cornernet_cli.hub.resolve_weights`).
         device: cpu, cuda (this process's GPU), cuda:N or auto.
+        offline: never download a named model (one not yet in the cache is an error saying where to put it).
 
     Attributes:
-        checkpoint: the file loaded. classes: class names in head order (class id i is classes[i]).
-        category_ids: the dataset category id of each class. test_scales: the test scale(s) the model was
-        trained for, predict's default. model: the torch module, in eval mode.
+        checkpoint: the .safetensors file loaded. classes: class names in head order (class id i is
+        classes[i]). category_ids: the dataset category id of each class. test_scales: the test scale(s) the
+        model was trained for, predict's default. flip: predict's default test-time flip (the preset's test
+        procedure: on; off for squeeze). model: the torch module, in eval mode.
 
     Example:
         >>> detector = Detector(checkpoint)
@@ -197,13 +192,14 @@ class Detector:
         ('rectangle', 'ellipse')
     """
 
-    def __init__(self, source: str | Path, *, device: str = "cpu"):
-        self.checkpoint = checkpoint_path(source)
-        self.device = training.resolve_device(device)
+    def __init__(self, source: str | Path, *, device: str = "cpu", offline: bool = False):
+        self.checkpoint = resolve_weights(source, offline=offline)
+        self.device = resolve_device(device)
         self.model, meta = load_model(self.checkpoint, device=self.device)
         self.classes: tuple[str, ...] = tuple(meta["class_names"])
         self.category_ids: tuple[int, ...] = tuple(meta["category_ids"])
         self.test_scales: tuple[float, ...] = test_scales(meta)
+        self.flip: bool = bool(preset_test_settings(meta["model_config"])["flip"])
 
     def __repr__(self) -> str:
         return f"Detector({str(self.checkpoint)!r}, device={str(self.device)!r}, {len(self.classes)} classes)"
@@ -219,7 +215,7 @@ class Detector:
         images: ImageInput | list | tuple,
         *,
         threshold: float = 0.3,
-        flip: bool = True,
+        flip: bool | None = None,
         scales: Sequence[float] | None = None,
         rgb: bool = False,
         max_side: int = 2048,
@@ -231,7 +227,8 @@ class Detector:
         images: a file path, a uint8 array ([H, W, 3] BGR, or RGB with rgb=True; [H, W] grey), a PIL image,
             or a list / tuple of them. Each image runs on its own (as `cornernet detect` runs them).
         threshold: keep detections scoring at least this (0..1; `cornernet detect`'s default 0.3).
-        flip: the paper's test-time flip (about twice the network time).
+        flip: the paper's test-time flip (about twice the network time); None: `self.flip` (on; off for the
+            squeeze preset, as its source tests).
         scales: test scales; None: the scale the model was trained for (`test_scales`).
         max_side: a larger network input (image side x scale) is shrunk to this many pixels; boxes stay in
             image pixels. centre_check: for a model with a centre head, keep only boxes with a centre keypoint
@@ -256,6 +253,7 @@ class Detector:
         _choice("amp", amp, tuple(AMP_DTYPES))
         params = DecodeConfig(max_side=max_side, centre_check=centre_check)
         scales = tuple(scales) if scales is not None else self.test_scales
+        flip = self.flip if flip is None else flip
         many = isinstance(images, (list, tuple))
         found = []
         for i, item in enumerate(images if many else [images]):
@@ -297,6 +295,7 @@ def train(
     out: str | Path = "runs/train",
     preset: str | None = None,
     weights: str | Path | None = None,
+    offline: bool = False,
     freeze: str = "none",
     time_budget: float | None = None,
     time_clock: str = "auto",
@@ -328,11 +327,13 @@ def train(
     val_scales: Sequence[float] | None = None,
     device: str = "auto",
     resume: bool = False,
+    exist_ok: bool = False,
     val_every: int = 0,
     save_every: int = 500,
     log_every: int = 10,
     max_minutes: float | None = None,
     max_cpu_minutes: float | None = None,
+    tensorboard: bool = False,
     progress: bool = True,
 ) -> TrainRun:
     """Train CornerNet on a dataset folder: `cornernet train`, with the same settings and per-preset defaults.
@@ -341,8 +342,10 @@ def train(
     scale chosen from the data's box sizes, 25 CPU-minutes with a cosine schedule ending with the budget.
     Settings left at None take the preset's value (config.TRAIN_DEFAULTS); the names are the command's flags
     (`time_budget` is --time, in minutes; `corner_pool=False` is --no-corner-pool). `iters` or `epochs`
-    replace the time budget by a step count. progress: draw the progress bar and print each setting chosen
-    for you (stderr). Ctrl-C stops at the next step with the state saved; `resume=True` continues a run.
+    replace the time budget by a step count. weights: fine-tune from a checkpoint, original / mmdetection
+    weights or a named model (offline: never download it). progress: draw the progress bar and print each
+    setting chosen for you (stderr). Ctrl-C stops at the next step with the state saved; `resume=True`
+    continues a run; a folder holding another run is refused unless `exist_ok=True` (replace it).
 
     Example:
         >>> run = train(data, preset="tiny", iters=2, batch_size=2, input_size=64, out="runs/example",
@@ -364,9 +367,9 @@ def train(
                      push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
                      corner_pool=corner_pool)
     try:
-        s = train_settings(data_dir=data, preset=preset, weights=weights, time_budget=time_budget,
+        s = train_settings(data_dir=data, preset=preset, weights=weights, offline=offline, time_budget=time_budget,
                            time_clock=time_clock, iters=iters, epochs=epochs,
-                           device_type=training.resolve_device(device).type,
+                           device_type=resolve_device(device).type,
                            world_size=int(os.environ.get("WORLD_SIZE", "1")), val_dir=val, val_split=val_split,
                            overrides=overrides)
     except ValueError as e:
@@ -375,9 +378,10 @@ def train(
         for line in s.choices:
             Console(stderr=True).print(f"[dim]{escape(line)}[/]", highlight=False)
     result = training.train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
-                          val_dir=s.val_dir, val_split=s.val_split, device=device, resume=resume, log_every=log_every,
-                          val_every=val_every, save_every=save_every, max_minutes=max_minutes,
-                          max_cpu_minutes=max_cpu_minutes, progress=progress)
+                            val_dir=s.val_dir, val_split=s.val_split, device=device, resume=resume,
+                            exist_ok=exist_ok, log_every=log_every, val_every=val_every, save_every=save_every,
+                            max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes, tensorboard=tensorboard,
+                            progress=progress)
     best = result.out_dir / "best.safetensors"
     return TrainRun(out_dir=result.out_dir, status=result.status, step=result.step, best_ap=result.best_ap,
                     checkpoint=best if best.is_file() else result.out_dir / "last.safetensors", settings=s,
@@ -410,8 +414,8 @@ class Evaluation:
         return evaluation.summary_line(self.metrics)
 
 
-def _source(model: str | Path | Detector) -> Path:
-    return model.checkpoint if isinstance(model, Detector) else checkpoint_path(model)
+def _source(model: str | Path | Detector) -> str | Path:
+    return model.checkpoint if isinstance(model, Detector) else model
 
 
 def evaluate(
@@ -419,7 +423,7 @@ def evaluate(
     data: str | Path,
     *,
     split: str = "val",
-    flip: bool = True,
+    flip: bool | None = None,
     scales: Sequence[float] | None = None,
     batch_size: int = 1,
     max_images: int | None = None,
@@ -429,14 +433,18 @@ def evaluate(
     device: str = "cpu",
     amp: str = "off",
     out: str | Path = "results.json",
+    offline: bool = False,
+    exist_ok: bool = False,
     progress: bool = True,
 ) -> Evaluation:
     """COCO AP (pycocotools) of a model on a split of a dataset folder: `cornernet eval`, same defaults.
 
-    model: a checkpoint file or a `Detector` (None only with oracle="heatmaps+offsets"). scales: test scales;
-    None: the one the model was trained for. flip: the paper's test-time flip. oracle: heatmaps or
-    heatmaps+offsets replace the network's outputs by ground truth (the paper's error analysis), with
-    oracle_embeddings gt or trained. Writes the COCO results JSON to `out` and metrics.json beside it.
+    model: a checkpoint file, original / mmdetection weights, a named model (offline: never download it) or
+    a `Detector` (None only with oracle="heatmaps+offsets"). scales: test scales; None: the one the model was
+    trained for. flip: the paper's test-time flip; None: the preset's test procedure (on; off for squeeze).
+    oracle: heatmaps or heatmaps+offsets replace the network's outputs by ground truth (the paper's error
+    analysis), with oracle_embeddings gt or trained. Writes the COCO results JSON to `out` and metrics.json
+    beside it (results of another evaluation there are refused unless exist_ok).
 
     Example:
         >>> metrics = evaluate(checkpoint, data, split="val", out="eval/results.json", progress=False)
@@ -446,7 +454,8 @@ def evaluate(
     m = evaluation.evaluate(checkpoint=None if model is None else _source(model), data_dir=data, split=split,
                             device=device, flip=flip, scales=tuple(scales) if scales else None, batch_size=batch_size,
                             max_images=max_images, oracle=oracle, oracle_embeddings=oracle_embeddings, out=out,
-                            params=DecodeConfig(centre_check=centre_check), progress=progress, amp=amp)
+                            params=DecodeConfig(centre_check=centre_check), progress=progress, amp=amp,
+                            offline=offline, exist_ok=exist_ok)
     return Evaluation(ap=m["AP"], ap50=m["AP50"], ap75=m["AP75"], per_class=dict(m["per_class"]), metrics=m,
                       results_file=Path(m["results"]), metrics_file=Path(m["metrics_file"]))
 
@@ -461,12 +470,14 @@ def export(
     width: int = 511,
     max_size: int = 2048,
     opset: int = 17,
+    offline: bool = False,
 ) -> ExportSummary:
     """Export a model's network to a file: `cornernet export`, same defaults (see docs/deploy.md).
 
     format: onnx (standard operators; the graph outputs the raw heads, decode with cornernet_cli.decode).
     dynamic: free batch, height and width up to `max_size` pixels a side; otherwise exactly [1, 3, height,
-    width]. Checks the graph against PyTorch with onnxruntime when installed (`max_abs_diff`).
+    width]. Checks the graph against PyTorch with onnxruntime when installed (`max_abs_diff`). model: a
+    checkpoint, original / mmdetection weights, a named model (offline: never download it) or a `Detector`.
 
     Example:
         >>> summary = export(checkpoint, "model.onnx", height=64, width=64)
@@ -475,7 +486,7 @@ def export(
     """
     _choice("format", format, ("onnx",))
     return export_onnx(_source(model), out, dynamic=dynamic, height=height, width=width, max_size=max_size,
-                       opset=opset)
+                       opset=opset, offline=offline)
 
 
 # Importing the submodule cornernet_cli.export (above) set the package's attribute `export` to that module;

@@ -49,10 +49,12 @@ def _root(
 def models_cmd(
     num_classes: int = typer.Option(80, "--num-classes", min=1, help="Class count used to size the heads."),
 ) -> None:
-    """List the model presets with their parameter counts and layout."""
+    """List the model presets with their parameter counts and layout, then the named pretrained weights
+    (for --model) with their size, source, licence and whether they are in the cache."""
     from rich.table import Table
 
     from cornernet_cli.config import PRESETS
+    from cornernet_cli.hub import cache_dir, list_weights
     from cornernet_cli.model import build_model
 
     table = Table(title=f"CornerNet presets ({num_classes} classes)")
@@ -63,6 +65,16 @@ def models_cmd(
         table.add_row(name, str(cfg.num_stacks), ",".join(map(str, cfg.channels)),
                       ",".join(map(str, cfg.blocks)), f"{n:,}")
     console.print(table)
+    weights = list_weights()
+    named = Table(title=f"Named COCO weights for --model (cache: {cache_dir()})")
+    for col in ("name", "preset", "size", "source", "licence", "cached"):
+        named.add_column(col, no_wrap=col == "name")
+    for w in weights:
+        named.add_row(w.name, w.preset, w.size, w.source, w.licence, w.status)
+    console.print(named)
+    for w in weights:
+        if w.note:
+            console.print(f"{w.name}: {escape(w.note)}: {w.url}", highlight=False, soft_wrap=True)
 
 
 @app.command("prepare-data")
@@ -82,6 +94,8 @@ def prepare_data_cmd(
                               "256 px, scaled with --image-size."),
     max_iou: float = typer.Option(0.4, "--max-iou", min=0.0, max=1.0, help="Synthetic: largest IoU between two "
                                   "objects (0: no overlaps; the demo's data)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a dataset that another prepare-data job "
+                                  "(other source or settings) wrote to --out; the same job may always rewrite it."),
 ) -> None:
     """Convert VOC / YOLO / COCO (or generate synthetic shapes) into a validated dataset folder for --data."""
     from cornernet_cli.data.convert import prepare_data, synthetic_report
@@ -92,13 +106,63 @@ def prepare_data_cmd(
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise CornerNetError(f"--sizes takes LOW,HIGH with LOW <= HIGH, got {sizes!r}", 2)
         report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou)
+                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou, exist_ok=exist_ok)
     else:
         if source is None:
             raise CornerNetError(f"--source is required for --format {format}", exit_code=2)
         report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
-                              strict=strict, copy_images=copy_images)
+                              strict=strict, copy_images=copy_images, exist_ok=exist_ok)
     print_report(report, console)
+
+
+@app.command("inspect-data")
+def inspect_data_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pictures (default: "
+                                       "runs/inspect-<data name>)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Split to draw (repeatable; default: all)."),
+    preset: str = typer.Option("small", "--preset", help="Model preset whose default training input size to "
+                               "use (as `train --preset`)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (as "
+                                             "`train --input-size`)."),
+    random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training crop scales (as `train "
+                                                "--random-scales`; default: the paper's 0.6,...,1.3)."),
+    vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training top-bottom mirror probability "
+                                "(as `train --vflip`)."),
+    transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training x-y swap probability "
+                                    "(as `train --transpose`)."),
+    images: int = typer.Option(16, "--images", min=1, help="Images per mosaic (a seeded sample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the augmentation."),
+) -> None:
+    """Look at a dataset before training: ground-truth boxes per split, augmented training crops with their
+    corner targets, and label statistics (instances per class, box sizes at input scale with the encoder's
+    radius, box centres)."""
+    import dataclasses
+
+    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig
+    from cornernet_cli.data.look import inspect_data
+
+    if preset not in PRESETS:
+        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
+    dcfg = dataclasses.replace(DataConfig(), input_size=input_size or TRAIN_DEFAULTS[preset]["input_size"],
+                               vflip=vflip, transpose=transpose)
+    if random_scales is not None:
+        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
+    out = out or Path("runs") / f"inspect-{data.resolve().name}"
+    report = inspect_data(data, out, splits=split, data_cfg=dcfg, num_images=images, seed=seed)
+    b = report.stats["boxes_at_input_scale"]
+    console.print(f"{sum(report.stats['images'].values())} images, "
+                  + ", ".join(f"{s} {n}" for s, n in report.stats["images"].items())
+                  + f"; {b['count']} training boxes, median {b['median_width'] or 0:.0f} x "
+                  f"{b['median_height'] or 0:.0f} input pixels at --input-size {dcfg.input_size}")
+    if b["under_one_cell"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['under_one_cell']:.0f}% of training boxes are under one output "
+                      f"cell ({dcfg.output_stride} px) at input scale: a larger --input-size or smaller "
+                      f"--random-scales would keep them")
+    if b["over_input"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['over_input']:.0f}% of training boxes are larger than the "
+                      f"{dcfg.input_size} px input: crops cut them; larger --random-scales would fit them")
+    console.print(f"wrote {', '.join(p.name for p in report.files)} to {out}")
 
 
 def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -139,11 +203,16 @@ def train_cmd(
                                        "has a val split)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: small-fast (the default; CPU), "
-                                         "small (CPU), hourglass-104 (the paper), hourglass-52, tiny (tests). With "
-                                         "--weights: the checkpoint's."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Fine-tune: start from this cornernet "
-                                           "checkpoint. Tensors whose name and shape match are loaded; the class "
-                                           "heatmap layers start afresh when the class count differs."),
+                                         "small (CPU), hourglass-104 (the paper), hourglass-52, squeeze "
+                                         "(CornerNet-Squeeze, output stride 8), tiny (tests). With --weights: the "
+                                         "checkpoint's."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Fine-tune: start from a cornernet checkpoint, "
+                                          "original / mmdetection weights or a name from `cornernet models` "
+                                          "(e.g. cornernet-hg104-coco). Tensors whose name and shape match are "
+                                          "loaded; the class heatmap layers start afresh when the class count "
+                                          "differs."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: named --weights must already be in "
+                                 "the cache."),
     freeze: str = typer.Option("none", "--freeze", help="With --weights: none (train everything) or backbone "
                                "(train only the prediction modules; a cheaper, gentler fine-tune)."),
     time: Optional[float] = typer.Option(None, "--time", min=0.01, help="Budget in minutes of training (CPU-"
@@ -184,6 +253,8 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Start afresh in an --out that holds an earlier run, "
+                                  "deleting its checkpoints (without this or --resume such a folder is refused)."),
     radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
     no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
     centre_head: Optional[bool] = typer.Option(
@@ -196,7 +267,8 @@ def train_cmd(
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training augmentation: each crop "
                                                 "covers (input size x s) image pixels, s drawn from these (paper: "
-                                                "0.6,...,1.3; CPU presets: chosen from the data's box sizes)."),
+                                                "0.6,...,1.3; squeeze: 0.6,...,1.4 as its source; CPU presets: "
+                                                "chosen from the data's box sizes)."),
     test_scale: Optional[float] = typer.Option(None, "--test-scale", min=0.01, help="The test scale the model is "
                                                "for, stored in its checkpoints: eval and detect use it by default "
                                                "(CPU presets: chosen from the data's box sizes)."),
@@ -213,6 +285,10 @@ def train_cmd(
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
                                                     "once training has used this much CPU time (threads summed; "
                                                     "use --workers 0 to count data loading too)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the logged metrics (loss terms, "
+                                     "learning rate, validation AP) as TensorBoard event files into "
+                                     "OUT/tensorboard (needs `pip install tensorboard`); watch with "
+                                     "`tensorboard --logdir OUT`."),
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
@@ -224,10 +300,10 @@ def train_cmd(
     from cornernet_cli.api import train
 
     with _flag_errors("data", "preset", "weights", "time_budget", "time_clock", "iters", "epochs", "freeze", "lr",
-                      "amp", "lr_schedule", "radius"):
-        result = train(data, out=out, preset=preset, weights=weights, freeze=freeze, time_budget=time,
-                       time_clock=time_clock, iters=iters, epochs=epochs, val=val, val_split=val_split,
-                       input_size=input_size, batch_size=batch_size, lr=lr,
+                      "lr_steps", "amp", "lr_schedule", "radius"):
+        result = train(data, out=out, preset=preset, weights=weights, offline=offline, freeze=freeze,
+                       time_budget=time, time_clock=time_clock, iters=iters, epochs=epochs, val=val,
+                       val_split=val_split, input_size=input_size, batch_size=batch_size, lr=lr,
                        lr_steps=_parse_ints(lr_steps, "--lr-steps"), lr_schedule=lr_schedule, warmup=warmup,
                        grad_clip=grad_clip, amp=amp, pull_weight=pull_weight,
                        push_weight=push_weight, ema=ema, channels_last=channels_last, workers=workers, seed=seed,
@@ -235,8 +311,9 @@ def train_cmd(
                        random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None,
                        test_scale=test_scale, vflip=vflip, transpose=transpose,
                        val_scales=_parse_floats(val_scales, "--val-scales") if val_scales else None, device=device,
-                       resume=resume, val_every=val_every, save_every=save_every, log_every=log_every,
-                       max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes)
+                       resume=resume, exist_ok=exist_ok, val_every=val_every, save_every=save_every,
+                       log_every=log_every, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes,
+                       tensorboard=tensorboard)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
@@ -250,14 +327,18 @@ def train_cmd(
 
 @app.command("import-weights")
 def import_weights_cmd(
-    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl or mmdetection's .pth."),
-    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection."),
+    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl, mmdetection's .pth, or "
+                               "CornerNet-Lite's CornerNet_Squeeze_500000.pkl."),
+    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection | "
+                               "squeeze (princeton-vl/CornerNet-Lite's CornerNet-Squeeze, gives the squeeze "
+                               "preset)."),
     out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
     classes: str = typer.Option("coco", "--classes", help="coco (the 80 COCO classes and ids), or a file: .txt "
                                 "one name a line, .json list of names or COCO 'categories'."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Network size (default: read from the tensors)."),
 ) -> None:
-    """Convert COCO-trained CornerNet weights (original or mmdetection) into a cornernet checkpoint."""
+    """Convert COCO-trained CornerNet weights (original, mmdetection or CornerNet-Squeeze) into a cornernet
+    checkpoint."""
     from cornernet_cli.import_weights import import_weights
 
     s = import_weights(src, fmt=format, out=out, classes=classes, preset=preset)
@@ -267,7 +348,9 @@ def import_weights_cmd(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.safetensors) to export."),
+    checkpoint: str = typer.Option(..., "--model", "--checkpoint", help="Model to export: a checkpoint "
+                                   "(.safetensors), original / mmdetection weights, or a name from `cornernet "
+                                   "models`."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     out: Path = typer.Option(..., "-o", "--out", help="File to write (model.onnx)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Free batch, height and width (up to --max-size)."),
@@ -275,13 +358,15 @@ def export_cmd(
     width: int = typer.Option(511, "--width", min=4, help="Example (static) input width in pixels."),
     max_size: int = typer.Option(2048, "--max-size", min=4, help="--dynamic: largest input side pooled exactly."),
     opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset version."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
     from cornernet_cli.api import export
 
     with _flag_errors("format"):
         s = export(checkpoint, out, format=format, dynamic=dynamic, height=height, width=width, max_size=max_size,
-                   opset=opset)
+                   opset=opset, offline=offline)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
@@ -299,11 +384,13 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors); optional "
-                                              "only with --oracle heatmaps+offsets."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models`; "
+                                             "optional only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
+                                        "paper's; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the "
                                          "paper's multi-scale; default: the scale the model was trained for)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
@@ -313,12 +400,16 @@ def eval_cmd(
     oracle_embeddings: str = typer.Option("gt", "--oracle-embeddings", help="With --oracle: gt (one true value "
                                           "per object: exact grouping) or trained (the network's embeddings, as "
                                           "in the paper's error analysis)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace results at --out from another evaluation "
+                                  "(other checkpoint, data or settings); the same evaluation may always rewrite them."),
 ) -> None:
     """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
     from cornernet_cli.api import evaluate
@@ -326,7 +417,8 @@ def eval_cmd(
 
     result = evaluate(checkpoint, data, split=split, flip=flip, scales=_parse_floats(scales, "--scales") if scales
                       else None, batch_size=batch_size, max_images=max_images, oracle=oracle,
-                      oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out)
+                      oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out,
+                      offline=offline, exist_ok=exist_ok)
     for table in metrics_tables(result.metrics):
         console.print(table)
     console.print(f"wrote {result.results_file} ({result.metrics['detections']} detections) and "
@@ -336,11 +428,14 @@ def eval_cmd(
 @app.command("detect")
 def detect_cmd(
     inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models` "
+                                             "such as cornernet-hg104-coco (downloaded on first use); default: "
+                                             "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
+                                        "time (default: on; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
                                          "scale the model was trained for, stored in its checkpoint)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
@@ -350,14 +445,32 @@ def detect_cmd(
                                  "for the network (boxes stay in image pixels)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
+                                  "results (other checkpoint, inputs or settings); the same job may rewrite it."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to keep "
+                                          "(default: all the checkpoint's classes)."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="Also write YOLO label files: OUT/labels/<name>.txt, "
+                                  "one line 'class cx cy w h' a box (class index, centre and size as fractions "
+                                  "of the image), and OUT/labels/classes.txt with the class names."),
+    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: append each box's score to its "
+                                   "line."),
+    save_crop: bool = typer.Option(False, "--save-crop", help="Also save each box's pixels as "
+                                   "OUT/crops/<class>/<name>_<i>.jpg."),
 ) -> None:
     """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
     from cornernet_cli.config import DecodeConfig
-    from cornernet_cli.detect import detect, report_table
+    from cornernet_cli.detect import Extras, detect, report_table
 
+    if save_conf and not save_txt:
+        raise CornerNetError("--save-conf needs --save-txt", 2)
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
                     scales=_parse_floats(scales, "--scales") if scales else None,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp)
+                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
+                    exist_ok=exist_ok, classes=names,
+                    extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop))
     console.print(report_table(report))
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
@@ -368,23 +481,26 @@ def detect_cmd(
 @app.command("visualize-heatmaps")
 def visualize_heatmaps_cmd(
     image: Path = typer.Argument(..., help="Image file."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models`; "
+                                             "default: the newest runs/*/best.safetensors."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to show "
                                           "(default: the strongest)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
                                       "show the training targets."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     scale: Optional[float] = typer.Option(None, "--scale", min=0.01, help="Test scale (default: the one the "
                                           "model was trained for)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Draw one PNG: heatmaps, embeddings, offsets and decoded boxes (and, with --gt, the targets)."""
     from cornernet_cli.visualize import visualize_heatmaps
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
-                              scale=scale)
+                              scale=scale, offline=offline)
     console.print(f"wrote {path}")
 
 
@@ -409,6 +525,8 @@ def ablate_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed shared by every variant."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an ablation with other settings in --out "
+                                  "(its variants are trained and evaluated afresh); the same settings resume."),
 ) -> None:
     """The paper's ablations (corner pooling, penalty reduction, error analysis) with one budget; writes
     ablation.md and ablation.json. No study flag runs them all; a rerun skips finished variants."""
@@ -420,7 +538,7 @@ def ablate_cmd(
     result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
                           minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
                           split=split, flip=flip, max_images=max_images, seed=seed, workers=workers, device=device,
-                          console=Console(stderr=True))
+                          console=Console(stderr=True), exist_ok=exist_ok)
     if result.status == "interrupted":
         console.print(f"interrupted; finished variants are in {out}/ablation.md. Run the same command again to "
                       f"resume.")
@@ -452,16 +570,20 @@ def demo_cmd(
     console.print(f"[green]demo done[/] in {(time.perf_counter() - t0) / 60:.1f} min ({took} min)")
     console.print(f"  data:        {result.data_dir}")
     console.print(f"  checkpoint:  {result.checkpoint}")
-    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json)")
-    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files)")
+    console.print(f"  curves:      {result.checkpoint.parent / 'curves.png'}")
+    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json, pr_curve.png, threshold_curves.png, "
+                  f"confusion_matrix.png, errors.jpg)")
+    best = result.metrics.get("best_f1") or {}
+    shown = f", score >= {best['threshold']:.2f} (the best F1)" if best.get("threshold") is not None else ""
+    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files{shown})")
     console.print(f"next: cornernet detect YOUR_IMAGE.jpg --checkpoint {result.checkpoint}")
 
 
 @app.command("bench")
 def bench_cmd(
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, "
-                               "small-fast, tiny."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, squeeze, "
+                               "small, small-fast, tiny."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),
     amp: str = typer.Option("off", "--amp", help="Autocast: bf16, fp16 (CUDA) or off."),

@@ -4,25 +4,28 @@ Writes into --out: each image with its boxes, class names and scores drawn (<nam
 annotated video (<name>.mp4, mp4v codec; <name>.avi with MJPG where mp4v is unavailable), and
 detections.json: one entry per image or video frame {"file", "frame" (videos only), "width", "height",
 "detections": [{"bbox": [x1, y1, x2, y2] image pixels, "score", "class", "category_id"}]}.
-Unreadable files are reported in "skipped" and the rest still run.
+Unreadable files are reported in "skipped" and the rest still run. On request (`Extras`) also YOLO label
+files (labels/<name>.txt, labels/classes.txt) and the boxes' pixels (crops/<class>/<name>_<i>.jpg).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from cornernet_cli.config import DecodeConfig
+from cornernet_cli.atomic import write_json
+from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
+from cornernet_cli.drawing import Style, class_colour, draw_box, upscale
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.hub import known_names, resolve_weights
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -43,9 +46,18 @@ def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
     """The most recently written runs/*/best.safetensors; CornerNetError saying how to get one if none."""
     found = sorted(Path(runs_dir).glob("*/best.safetensors"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise CornerNetError(f"no --checkpoint given and no {Path(runs_dir)}/*/best.safetensors found; "
-                             "run `cornernet demo` (or `cornernet train`) to get one")
+        raise CornerNetError(f"no model given and no {Path(runs_dir)}/*/best.safetensors found; name pretrained "
+                             f"weights ({known_names()}) or a checkpoint file, or train one with `cornernet demo`")
     return found[-1]
+
+
+def find_checkpoint(checkpoint: str | Path | None, *, offline: bool = False, runs_dir: str | Path = "runs"
+                    ) -> Path:
+    """The checkpoint file for `checkpoint`: a file or a named model (`cornernet_cli.hub.resolve_weights`),
+    or, when None, the newest runs/*/best.safetensors."""
+    if checkpoint is None:
+        return newest_checkpoint(runs_dir)
+    return resolve_weights(checkpoint, offline=offline)
 
 
 def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[dict]]:
@@ -76,29 +88,71 @@ def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[dict
     return unique, problems
 
 
-def _colour(label: int) -> tuple[int, int, int]:
-    """A distinct BGR colour per class (golden-ratio hues)."""
-    hue = int((label * 0.618033988749895 % 1.0) * 180)
-    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
-    return int(bgr[0]), int(bgr[1]), int(bgr[2])
-
-
-def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+def draw_detections(image: np.ndarray, dets: np.ndarray, class_names: Sequence[str], *,
+                    min_side: int = 0) -> np.ndarray:
     """A copy of BGR uint8 `image` with [N, 6] detections (x1, y1, x2, y2 pixels, score, class) drawn:
-    a box per detection and a filled label "name score"."""
-    out = image.copy()
-    thick = max(1, round(min(out.shape[:2]) / 300))
-    scale = max(0.4, min(out.shape[:2]) / 800)
+    a box per detection and a filled label "name score", sized to the image (cornernet_cli.drawing.Style).
+    With `min_side`, a smaller image is first enlarged by an integer factor (pixels as blocks) so that its
+    shorter side is at least that: labels stay readable beside small objects."""
+    out, factor = upscale(image, min_side)
+    out = out.copy() if out is image else out
+    style = Style.for_image(out.shape)
     for x1, y1, x2, y2, score, cls in dets[::-1]:  # strongest drawn last, on top
-        c = _colour(int(cls))
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, c, thick, cv2.LINE_AA)
-        text = f"{class_names[int(cls)]} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = p1[1] - 2 if p1[1] - th - base - 2 >= 0 else p1[1] + th + base + 2
-        cv2.rectangle(out, (p1[0], ty - th - base), (p1[0] + tw + 2, ty + 1), c, -1)
-        cv2.putText(out, text, (p1[0] + 1, ty - base + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        draw_box(out, [x1 * factor, y1 * factor, x2 * factor, y2 * factor], class_colour(int(cls)),
+                 f"{class_names[int(cls)]} {score:.2f}", style)
     return out
+
+
+def yolo_lines(dets: np.ndarray, width: int, height: int, *, with_score: bool = False) -> list[str]:
+    """YOLO label lines "class cx cy w h" (centre and size as fractions of the image, boxes clipped to it;
+    class = the model's class index) for [N, 6] detections, with the score appended when `with_score`."""
+    lines = []
+    for x1, y1, x2, y2, score, cls in dets:
+        x1, x2 = np.clip([x1, x2], 0, width)
+        y1, y2 = np.clip([y1, y2], 0, height)
+        line = (f"{int(cls)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+                f"{(y2 - y1) / height:.6f}")
+        lines.append(f"{line} {score:.4f}" if with_score else line)
+    return lines
+
+
+def crops(image: np.ndarray, dets: np.ndarray) -> list[np.ndarray]:
+    """The pixels of each detection's box (rounded outwards, clipped to the image; at least one pixel)."""
+    height, width = image.shape[:2]
+    out = []
+    for x1, y1, x2, y2 in dets[:, :4]:
+        c0, r0 = min(width - 1, max(0, int(np.floor(x1)))), min(height - 1, max(0, int(np.floor(y1))))
+        c1, r1 = max(c0 + 1, min(width, int(np.ceil(x2)))), max(r0 + 1, min(height, int(np.ceil(y2))))
+        out.append(image[r0:r1, c0:c1])
+    return out
+
+
+def _folder_name(name: str) -> str:
+    """A class name as one folder name (path separators replaced; "." and ".." not allowed)."""
+    safe = name.replace("/", "_").replace("\\", "_").replace("\x00", "_")
+    return safe if safe.strip(".") else "_" + safe
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What detect writes beside the drawn images: YOLO label files, with scores, box crops."""
+
+    save_txt: bool = False
+    save_conf: bool = False
+    save_crop: bool = False
+
+    def write(self, out: Path, stem: str, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str]) -> None:
+        """out/labels/<stem>.txt (one line a detection, an empty file for none) and
+        out/crops/<class>/<stem>_<i>.jpg."""
+        if self.save_txt:
+            (out / "labels").mkdir(exist_ok=True)
+            lines = yolo_lines(dets, image.shape[1], image.shape[0], with_score=self.save_conf)
+            (out / "labels" / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
+        if self.save_crop:
+            for i, (crop, cls) in enumerate(zip(crops(image, dets), dets[:, 5])):
+                folder = out / "crops" / _folder_name(class_names[int(cls)])
+                folder.mkdir(parents=True, exist_ok=True)
+                write_image(folder / f"{stem}_{i}.jpg", crop)
 
 
 def image_entry(file: str | Path, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
@@ -152,40 +206,77 @@ def detect(
     out: str | Path = "detections",
     threshold: float = 0.3,
     device: str = "cpu",
-    flip: bool = True,
+    flip: bool | None = None,
     scales: Sequence[float] | None = None,
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
     amp: str = "off",
+    offline: bool = False,
+    exist_ok: bool = False,
+    classes: Sequence[str] | None = None,
+    extras: Extras = Extras(),
+    draw_min_side: int = 0,
 ) -> DetectReport:
-    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the
-    newest runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
+    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (a checkpoint
+    file, original / mmdetection weights or a named model, see `cornernet_cli.hub`; default: the newest
+    runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
 
-    Only detections with score >= threshold are drawn and written. scales: test scales (None: the one the
-    checkpoint was trained for). amp: the network's autocast (off | bf16 |
-    fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
+    Only detections with score >= threshold, and of `classes` (names; default all), are drawn and written.
+    scales: test scales (None: the one the checkpoint was trained for). flip None: the checkpoint's preset's
+    test procedure (`preset_test_settings`: on; off for squeeze). amp: the network's autocast (off | bf16 |
+    fp16, see `cornernet_cli.engine.precision`). offline: never download a named model. extras: YOLO label
+    files and crops (see `Extras`). draw_min_side: images are drawn enlarged to at least this shorter side
+    (videos keep their size). Returns a DetectReport.
+
+    detections.json records the job (checkpoint, inputs, settings): an `out` holding another job's results is
+    refused unless `exist_ok`; the same job writes them again. `out` is locked while this runs, and
+    detections.json is written atomically.
     """
-    from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.checkpoint import load_model, read_metadata, test_scales
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.engine.rundir import claim_output
 
+    device = resolve_device(device)
     amp_dtype(amp, device)  # a bad --amp fails before any work
-    ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
-    model, meta = load_model(ckpt, device=device)
-    scales = test_scales(meta, scales)
-    names, cat_ids = meta["class_names"], meta["category_ids"]
+    ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
+    names = read_metadata(ckpt)["class_names"]
+    unknown = [c for c in classes or [] if c not in names]
+    if unknown:
+        raise CornerNetError(f"classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
+    wanted = np.array([names.index(c) for c in classes]) if classes else np.arange(len(names))
     paths, skipped = collect_inputs(sources)
     if not paths:
         raise CornerNetError("no input files: " + "; ".join(f"{p['file']}: {p['error']}" for p in skipped))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = DetectReport(skipped=skipped, checkpoint=ckpt)
+    job = {"command": "detect", "checkpoint": str(ckpt.resolve()), "inputs": [str(p.resolve()) for p in paths],
+           "threshold": threshold, "flip": flip, "scales": [float(s) for s in scales] if scales else None,
+           "amp": amp, "max_side": params.max_side, "centre_check": bool(params.centre_check),
+           "classes": list(classes) if classes else None, "extras": asdict(extras),
+           "draw_min_side": draw_min_side}
+    with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
+        model, meta = load_model(ckpt, device=device)
+        if flip is None:
+            flip = preset_test_settings(meta["model_config"])["flip"]
+        return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
+                            meta=meta, job=job, threshold=threshold, device=device, flip=flip,
+                            scales=test_scales(meta, scales), params=params, amp=amp, wanted=wanted,
+                            extras=extras, draw_min_side=draw_min_side)
+
+
+def _detect_into(out: Path, paths: list[Path], *, report: DetectReport, model: torch.nn.Module, meta: dict,
+                 job: dict, threshold: float, device: torch.device, flip: bool, scales: Sequence[float],
+                 params: DecodeConfig, amp: str, wanted: np.ndarray, extras: Extras, draw_min_side: int
+                 ) -> DetectReport:
+    """The work of `detect` once `out` is held: every input into `out`, then detections.json."""
+    names, cat_ids, ckpt = meta["class_names"], meta["category_ids"], report.checkpoint
     timer, used = StageTimer(), set()
-    dev = torch.device(device)
+    dev = device
 
     def run(image: np.ndarray) -> np.ndarray:
         dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer,
                                amp=amp)[0]
-        return dets[dets[:, 4] >= threshold]
+        return dets[(dets[:, 4] >= threshold) & np.isin(dets[:, 5].astype(np.int64), wanted)]
 
     for path in paths:
         try:
@@ -199,6 +290,7 @@ def detect(
                             writer, target = _video_writer(out / _out_name(path, ".mp4", used), fps,
                                                            (frame.shape[1], frame.shape[0]))
                         writer.write(draw_detections(frame, dets, names))
+                        extras.write(out, f"{target.stem}_{i}", frame, dets, names)
                 finally:
                     if writer is not None:
                         writer.release()
@@ -210,14 +302,18 @@ def detect(
                 dets = run(image)
                 report.entries.append(image_entry(path, image, dets, names, cat_ids))
                 target = out / _out_name(path, ".jpg", used)
-                write_image(target, draw_detections(image, dets, names))
+                write_image(target, draw_detections(image, dets, names, min_side=draw_min_side))
+                extras.write(out, target.stem, image, dets, names)
                 report.outputs.append(target)
         except CornerNetError as e:
             report.skipped.append({"file": str(path), "error": str(e)})
     report.time_ms = timer.per_image_ms()
     report.json_path = out / "detections.json"
-    report.json_path.write_text(json.dumps({"checkpoint": str(ckpt), "classes": names, "threshold": threshold,
-                                            "images": report.entries, "skipped": report.skipped}, indent=1))
+    if extras.save_txt:
+        (out / "labels").mkdir(exist_ok=True)
+        (out / "labels" / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+    write_json(report.json_path, {"checkpoint": str(ckpt), "classes": names, "threshold": threshold,
+                                  "images": report.entries, "skipped": report.skipped, "job": job}, indent=1)
     return report
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import cornernet_cli.detect as detect_module
 from cornernet_cli.config import TRAIN_DEFAULTS
@@ -113,6 +115,13 @@ def test_budget_run_resumed_still_ends_decayed(syn, tmp_path):
     assert rows[-1]["cpu_min"] >= budget - 5e-4 and rows[-1]["lr"] < 0.05 * rows[0]["lr"]
     with pytest.raises(Exception, match="time_budget"):  # resuming with another budget would bend the curve
         _budget_run(syn, tmp_path / "r", minutes=budget * 2, resume=True)
+    # resuming a run that has used its whole budget trains nothing more and changes nothing
+    before = load_file(str(tmp_path / "r" / "last.safetensors"))
+    again = _budget_run(syn, tmp_path / "r", minutes=budget, resume=True)
+    assert again.step == second.step and again.status == "finished"
+    after = load_file(str(tmp_path / "r" / "last.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(_rows(tmp_path / "r")) == second.step
 
 
 # ---- per-preset settings, and the test scale carried into eval / detect ----------------------------------
@@ -141,6 +150,17 @@ def test_explicit_values_win_and_the_paper_preset_is_unchanged(syn):
         train_settings(data_dir=syn, time_budget=5, iters=10)
     with pytest.raises(ValueError, match="unknown setting"):
         train_settings(data_dir=syn, overrides={"learning_rate": 1})
+    # a step count passed as an override is a step-count run too, not lost to the default budget
+    assert train_settings(data_dir=syn, overrides={"iters": 30}).train.iters == 30
+    with pytest.raises(ValueError, match="lr_steps has no effect"):
+        train_settings(data_dir=syn, overrides={"lr_steps": (100,)})
+    with pytest.raises(ValueError, match="time_clock wall applies to a time budget"):
+        train_settings(data_dir=syn, iters=10, time_clock="wall")
+
+
+def test_explicit_crop_size_does_not_move_the_test_scale(syn):
+    rule = train_settings(data_dir=syn)
+    assert train_settings(data_dir=syn, overrides={"input_size": 64}).data.test_scale == rule.data.test_scale
 
 
 def test_trained_test_scale_is_the_default_of_eval_and_detect(syn, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cornernet_cli.config import DataConfig, TrainConfig, model_config
+from cornernet_cli.config import model_config
 from cornernet_cli.data.synthetic import write_synthetic_dataset
 from cornernet_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from cornernet_cli.engine.finetune import freeze, transfer_weights
@@ -149,5 +149,15 @@ def test_cli_finetune_prints_the_transfer(syn, source, tmp_path):
     assert "preset tiny" in text and "80 -> 3 classes" in text and "re-initialised" in text
 
 
-def test_data_config_default_is_unchanged():
-    assert DataConfig().test_scale == 1.0 and TrainConfig().time_budget == 0.0
+def test_freeze_needs_weights(syn):
+    with pytest.raises(ValueError, match="freeze backbone needs weights"):
+        train_settings(data_dir=syn, preset="tiny", overrides={"freeze": "backbone"})
+
+
+def test_resume_without_the_weights_is_refused(syn, source, tmp_path):
+    _finetune(syn, source, tmp_path / "w", stop=2)
+    s = train_settings(data_dir=syn, preset="tiny", iters=8,
+                       overrides={"input_size": 64, "batch_size": 2, "workers": 0, "seed": 1})
+    with pytest.raises(CornerNetError, match="weights"):
+        train(data_dir=syn, out_dir=tmp_path / "w", model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
+              val_dir=None, device="cpu", resume=True, progress=False)

@@ -7,7 +7,8 @@ Run folder (`out_dir`):
     best.safetensors     the best model by validation AP (the final model when there is no validation split)
     state.safetensors    the resume state: weights, optimiser, GradScaler, step, clocks, RNG states (no pickle),
                          self-contained so that one atomic write holds everything --resume needs
-    curves.png           loss terms and AP over steps (needs matplotlib)
+    curves.png           loss terms, learning rate and validation AP over steps (cornernet_cli.plots), every run
+    tensorboard/         with tensorboard=True: the same numbers as TensorBoard event files (engine/board.py)
     summary.json         how the run ended: status, step, best AP, images/s, per-rank weight checksums
 
 Distributed: launched by `torchrun`, the loop reads RANK / WORLD_SIZE / LOCAL_RANK, uses NCCL on GPUs and
@@ -45,7 +46,9 @@ from cornernet_cli.engine.checkpoint import (
     save_train_state,
     unwrap,
 )
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.finetune import freeze, keep_frozen_statistics, transfer_weights
+from cornernet_cli.engine.rundir import claims_run_folder
 from cornernet_cli.errors import CornerNetError
 
 # ---- distributed ---------------------------------------------------------------------------------------
@@ -75,21 +78,6 @@ def init_distributed(device: torch.device) -> DistEnv:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return env
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
-        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
-        torch.cuda.set_device(device)
-        return device
-    if name != "cpu":
-        raise CornerNetError(f"--device must be auto, cpu or cuda, got {name!r}", 2)
-    return torch.device("cpu")
 
 
 def _any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
@@ -163,7 +151,8 @@ def _trajectory_settings(tc: TrainConfig, data_cfg: DataConfig) -> dict[str, Any
     settings: dict[str, Any] = {"lr_schedule": tc.lr_schedule, "ema": tc.ema, "pull_weight": tc.pull_weight,
                                 "push_weight": tc.push_weight, "offset_weight": tc.offset_weight,
                                 "vflip": data_cfg.vflip, "transpose": data_cfg.transpose,
-                                "time_budget": tc.time_budget, "time_clock": tc.time_clock, "freeze": tc.freeze}
+                                "time_budget": tc.time_budget, "time_clock": tc.time_clock, "freeze": tc.freeze,
+                                "lr": tc.lr, "weights": tc.weights}
     if tc.lr_schedule == "cosine" and not tc.time_budget:
         settings["iters"] = tc.iters
     return settings
@@ -232,6 +221,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@claims_run_folder
 def train(
     *,
     data_dir: str | Path,
@@ -244,6 +234,7 @@ def train(
     val_split: str = "val",
     device: str = "auto",
     resume: bool = False,
+    exist_ok: bool = False,
     log_every: int = 10,
     val_every: int = 0,
     save_every: int = 500,
@@ -252,19 +243,22 @@ def train(
     max_minutes: float | None = None,
     max_cpu_minutes: float | None = None,
     progress: bool = True,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train CornerNet on a COCO-format dataset folder; see the module docstring for the run folder.
 
-    model_cfg.num_classes is replaced by the dataset's class count. `stop_at_step` ends the run early
+    model_cfg.num_classes is replaced by the dataset's class count. A folder that holds an earlier run is
+    refused unless `resume` (continue it) or `exist_ok` (replace it), and the folder is locked against a
+    second process while this one runs (`cornernet_cli.engine.rundir`). `stop_at_step` ends the run early
     (as an interruption would: resume state saved) and exists for tests and tooling. `max_minutes` ends it
     the same way once that much wall-clock time has passed (status "time limit"; --resume continues);
     `max_cpu_minutes` once the training steps have used that much CPU time in this process (threads summed,
     validation excluded; with workers=0 that is all the training work), a budget that a shared machine's
     load does not distort. metrics.jsonl records both clocks: train_min (wall) and cpu_min, cumulative
-    over resumes.
+    over resumes. `tensorboard`: also write the metrics as TensorBoard event files into out_dir/tensorboard.
     """
     from cornernet_cli.data.coco import CocoDetection
-    from cornernet_cli.data.loader import build_train_loader
+    from cornernet_cli.data.loader import build_train_loader, next_batch
     from cornernet_cli.losses import CornerNetLoss
     from cornernet_cli.model.cornernet import CornerNet
 
@@ -287,6 +281,9 @@ def train(
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(class_names))
     if len(base) == 0:
         raise CornerNetError(f"{data_dir}: the {train_split} split has no images")
+    if base.num_boxes == 0:
+        raise CornerNetError(f"{base.ann_path}: the {train_split} split has {len(base)} images but no boxes to "
+                             f"train on (crowd and zero-size boxes are left out)")
 
     if env.is_main:
         try:
@@ -380,11 +377,16 @@ def train(
         data_dir, train_split, input_size=data_cfg.input_size, batch_size=tc.batch_size, workers=tc.workers,
         seed=tc.seed, radius_mode=data_cfg.radius_mode, rank=env.rank, world_size=env.world_size,
         start=start_step * tc.batch_size, data_cfg=data_cfg, pin_memory=dev.type == "cuda", base=base,
-        centres=model_cfg.centre_head)
+        centres=model_cfg.centre_head, output_stride=model_cfg.output_stride)
 
     has_val = val_dir is not None
     total = tc.iters
     end_step = total if stop_at_step is None else min(total, stop_at_step)
+    board = None
+    if tensorboard and env.is_main:
+        from cornernet_cli.engine.board import Board
+
+        board = Board(out_dir / "tensorboard", purge_step=start_step if resume else None)
     metrics_file = _open_metrics(out_dir / "metrics.jsonl", start_step if resume else None) if env.is_main else None
     extra_meta = {"data_dir": str(data_dir), "input_size": data_cfg.input_size, "test_scale": data_cfg.test_scale,
                   **({"weights_transfer": transfer} if transfer else {})}
@@ -412,6 +414,7 @@ def train(
     # Loaded now, not at the first validation: a run must not pick up code changed under it (a reinstall, an
     # edit) halfway through, where the new evaluation code would meet this process's old model classes.
     from cornernet_cli.engine.evaluate import evaluate_model
+    from cornernet_cli.plots import training_curves
 
     def validate(step: int) -> dict[str, Any]:
         eval_model.eval()
@@ -432,19 +435,25 @@ def train(
     keep_frozen_statistics(model, tc.freeze)
     budgeted = tc.time_budget > 0
     used = _budget_used(clock, tc, env, dev) if budgeted else None
+    budget_done = budgeted and used >= 1.0  # a resumed run that had used its whole budget trains no more
     with _StopFlag() as stop, TrainProgress(total=None if budgeted else total, start=start_step,
                                             enabled=progress and env.is_main) as bar:
         if report is not None:
             bar.note(report.describe())
         batches = iter(loader)
         t_start = t_last = time.perf_counter()
-        while step < end_step:
+        while step < end_step and not budget_done:
             lr = tc.lr * lr_factor(step, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
                                    gamma=tc.lr_gamma, schedule=tc.lr_schedule, total=tc.iters, progress=used)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             w0, c0 = time.perf_counter(), time.process_time()
-            batch = next(batches)
+            try:
+                batch = next_batch(batches)
+            except CornerNetError as e:  # e.g. an image changed or removed while the run reads it
+                save(step)
+                raise CornerNetError(f"{e}; stopped at step {step} with the state saved: fix the data, then "
+                                     f"--resume continues") from None
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             images = batch["image"]
             if tc.channels_last:
@@ -493,6 +502,8 @@ def train(
                                 "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
                 metrics_file.write(json.dumps(last_metrics) + "\n")
                 metrics_file.flush()
+                if board:
+                    board.write(last_metrics)
             if has_val and (finished or (val_every and step % val_every == 0)):
                 if env.is_main:
                     try:
@@ -503,9 +514,12 @@ def train(
                     ap = float(result.get("AP", -1.0))
                     improved = best_ap is None or ap > best_ap
                     best_ap = ap if improved else best_ap
-                    metrics_file.write(json.dumps({"step": step, "train_min": round(clock["train_s"] / 60, 3),
-                                                   "cpu_min": round(clock["cpu_s"] / 60, 3), "val": result}) + "\n")
+                    row = {"step": step, "train_min": round(clock["train_s"] / 60, 3),
+                           "cpu_min": round(clock["cpu_s"] / 60, 3), "val": result}
+                    metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
+                    if board:
+                        board.write(row)
                     bar.note(f"step {step}: val AP {ap:.4f} AP50 {float(result.get('AP50', -1)):.4f}"
                              + (" (best)" if improved else ""))
                     save(step, best=improved)
@@ -529,6 +543,8 @@ def train(
     save(step, best=(not has_val or not best_path.exists()) and status == "finished")
     if metrics_file:
         metrics_file.close()
+    if board:
+        board.close()
 
     checksums = _param_checksums(model, env, dev)
     if env.is_main:
@@ -538,8 +554,7 @@ def train(
                    "param_checksums": checksums, "last_metrics": last_metrics,
                    "train_min": round(clock["train_s"] / 60, 3), "cpu_min": round(clock["cpu_s"] / 60, 3)}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if status == "finished":
-            _plot_curves(out_dir)
+        training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
     if env.enabled:
         dist.barrier()
         dist.destroy_process_group()
@@ -556,42 +571,3 @@ def _param_checksums(model: torch.nn.Module, env: DistEnv, device: torch.device)
     gathered = [torch.zeros_like(total) for _ in range(env.world_size)]
     dist.all_gather(gathered, total)
     return [float(t) for t in gathered]
-
-
-def _plot_curves(out_dir: Path) -> Path | None:
-    """curves.png from metrics.jsonl: one panel per loss term, and validation AP / AP50."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train_rows = [r for r in rows if "loss" in r]
-    val_rows = [r for r in rows if "val" in r]
-    if not train_rows:
-        return None
-    keys = [k for k in ("loss", "focal", "pull", "push", "offset") if k in train_rows[0]]
-    panels = len(keys) + (1 if val_rows else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3), squeeze=False)
-    steps = [r["step"] for r in train_rows]
-    for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [r[k] for r in train_rows])
-        ax.set_title(k)
-        ax.set_xlabel("step")
-        if k in ("loss", "focal"):
-            ax.set_yscale("log")
-    if val_rows:
-        ax = axes[0][-1]
-        for k in ("AP", "AP50"):
-            ax.plot([r["step"] for r in val_rows], [r["val"].get(k, float("nan")) for r in val_rows], marker="o",
-                    label=k)
-        ax.set_title("validation")
-        ax.set_xlabel("step")
-        ax.legend()
-    fig.tight_layout()
-    path = out_dir / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
