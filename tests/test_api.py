@@ -125,6 +125,24 @@ def test_every_input_kind_gives_the_same_boxes(trained, detector):
                                   detector.predict(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), threshold=0.0).boxes)
 
 
+def test_detector_takes_a_model_name(trained, detector, tmp_path, monkeypatch):
+    """A name from `cornernet models` resolves through the hub (here one already imported into the cache)."""
+    import shutil
+
+    from cornernet_cli import hub
+
+    monkeypatch.setenv("CORNERNET_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(hub.WEIGHTS, "shapes-tiny", {**hub.WEIGHTS["cornernet-hg104-coco"], "preset": "tiny"})
+    hub.checkpoint_path("shapes-tiny").parent.mkdir(parents=True)
+    shutil.copy(trained[1], hub.checkpoint_path("shapes-tiny"))
+    named = Detector("shapes-tiny", offline=True)
+    assert named.checkpoint == hub.checkpoint_path("shapes-tiny") and named.classes == detector.classes
+    image = trained[0] / "images" / "val" / "000003.jpg"
+    np.testing.assert_array_equal(named.predict(image).boxes, detector.predict(image).boxes)
+    with pytest.raises(CornerNetError, match="no-such-model"):
+        Detector("no-such-model", offline=True)
+
+
 def test_predict_defaults_to_the_trained_test_scale(trained, tmp_path):
     from cornernet_cli.engine.checkpoint import read_checkpoint, save_checkpoint
     from cornernet_cli.model.cornernet import CornerNet
