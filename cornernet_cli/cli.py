@@ -121,12 +121,13 @@ def inspect_data_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pictures (default: "
                                        "runs/inspect-<data name>)."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Split to draw (repeatable; default: all)."),
-    preset: str = typer.Option("small", "--preset", help="Model preset whose default training input size to "
-                               "use (as `train --preset`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset whose training crops to show (as "
+                                         "`train --preset`; default: small-fast, with crops and scales chosen "
+                                         "from the data's box sizes as `train` chooses them)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (as "
                                              "`train --input-size`)."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training crop scales (as `train "
-                                                "--random-scales`; default: the paper's 0.6,...,1.3)."),
+                                                "--random-scales`; default: what `train` would choose)."),
     vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training top-bottom mirror probability "
                                 "(as `train --vflip`)."),
     transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training x-y swap probability "
@@ -137,19 +138,21 @@ def inspect_data_cmd(
     """Look at a dataset before training: ground-truth boxes per split, augmented training crops with their
     corner targets, and label statistics (instances per class, box sizes at input scale with the encoder's
     radius, box centres)."""
-    import dataclasses
-
-    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig
     from cornernet_cli.data.look import inspect_data
+    from cornernet_cli.engine.settings import train_settings
 
-    if preset not in PRESETS:
-        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
-    dcfg = dataclasses.replace(DataConfig(), input_size=input_size or TRAIN_DEFAULTS[preset]["input_size"],
-                               vflip=vflip, transpose=transpose)
-    if random_scales is not None:
-        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
+    if not data.is_dir():
+        raise CornerNetError(f"--data {data} is not a folder", 2)
+    given = dict(input_size=input_size, vflip=vflip, transpose=transpose,
+                 random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None)
+    try:  # the crops `cornernet train` would cut with the same options (the scale rule included)
+        s = train_settings(data_dir=data, preset=preset, overrides={k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise CornerNetError(_as_flags(str(e), ["preset", *given]), 2) from None
+    dcfg = s.data
     out = out or Path("runs") / f"inspect-{data.resolve().name}"
-    report = inspect_data(data, out, splits=split, data_cfg=dcfg, num_images=images, seed=seed)
+    report = inspect_data(data, out, splits=split, data_cfg=dcfg, stride=s.model.output_stride, num_images=images,
+                          seed=seed)
     b = report.stats["boxes_at_input_scale"]
     console.print(f"{sum(report.stats['images'].values())} images, "
                   + ", ".join(f"{s} {n}" for s, n in report.stats["images"].items())
@@ -157,7 +160,7 @@ def inspect_data_cmd(
                   f"{b['median_height'] or 0:.0f} input pixels at --input-size {dcfg.input_size}")
     if b["under_one_cell"] > 0.05:
         console.print(f"[yellow]note[/]: {100 * b['under_one_cell']:.0f}% of training boxes are under one output "
-                      f"cell ({dcfg.output_stride} px) at input scale: a larger --input-size or smaller "
+                      f"cell ({s.model.output_stride} px) at input scale: a larger --input-size or smaller "
                       f"--random-scales would keep them")
     if b["over_input"] > 0.05:
         console.print(f"[yellow]note[/]: {100 * b['over_input']:.0f}% of training boxes are larger than the "
