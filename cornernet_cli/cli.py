@@ -288,7 +288,8 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors); optional "
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors) or a graph "
+                                              "from `cornernet export` (.onnx, run by onnxruntime); optional "
                                               "only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
@@ -309,7 +310,10 @@ def eval_cmd(
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
 ) -> None:
-    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
+    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json.
+
+    Sharded over processes: launch the same command with torchrun, e.g.
+    `torchrun --nproc_per_node 8 -m cornernet_cli.cli eval --device cuda ...`; rank 0 writes and prints."""
     from cornernet_cli.config import DecodeConfig
     from cornernet_cli.engine.evaluate import evaluate, metrics_tables
 
@@ -317,6 +321,8 @@ def eval_cmd(
                  scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
                  oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
                  params=DecodeConfig(centre_check=centre_check))
+    if m["rank"] != 0:  # under torchrun the other processes only ran their share of the images
+        return
     for table in metrics_tables(m):
         console.print(table)
     console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
@@ -324,9 +330,11 @@ def eval_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns, video files, webcam indices "
+                                       "(0) or video stream URLs (rtsp://, http(s)://)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors) or a graph "
+                                              "from `cornernet export` (.onnx, run by onnxruntime); default: the "
+                                              "newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
@@ -337,14 +345,25 @@ def detect_cmd(
                                  "for the network (boxes stay in image pixels)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each video, webcam or stream "
+                                             "after N frames (default: until it ends or Ctrl-C)."),
+    show: bool = typer.Option(False, "--show", help="Also show each result in a window (q or Esc: next source); "
+                              "needs an OpenCV with a GUI and a display, else says why not and writes files only."),
 ) -> None:
-    """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
+    """Detect objects in images, folders, globs, videos, webcams and streams; draws boxes, writes detections.json."""
     from cornernet_cli.config import DecodeConfig
     from cornernet_cli.detect import detect, report_table
 
-    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp)
+    with console.status("detecting") as status:
+        report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
+                        params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp,
+                        max_frames=max_frames, show=show,
+                        on_frame=lambda src, i, fps: status.update(f"{escape(src)}: frame {i + 1}, {fps:.1f} fps"))
     console.print(report_table(report))
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
+    for src, fps in report.fps.items():
+        console.print(f"{escape(src)}: {fps:.1f} frames per second", highlight=False)
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
     console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "

@@ -1,4 +1,4 @@
-"""`cornernet detect`: run a checkpoint on image files, folders, globs and videos.
+"""`cornernet detect`: run a checkpoint on image files, folders, globs, videos, webcams and video streams.
 
 Writes into --out: each image with its boxes, class names and scores drawn (<name>.jpg), each video as an
 annotated video (<name>.mp4, mp4v codec; <name>.avi with MJPG where mp4v is unavailable), and
@@ -9,9 +9,10 @@ Unreadable files are reported in "skipped" and the rest still run.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 
 from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
+from cornernet_cli.data.live import FpsMeter, display_problem, read_frames, show_frame, source_name, stream_source
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
 
@@ -37,6 +39,8 @@ class DetectReport:
     json_path: Path | None = None
     checkpoint: Path | None = None
     time_ms: dict[str, float] = field(default_factory=dict)
+    fps: dict[str, float] = field(default_factory=dict)  # video / stream -> frames per second at its last frame
+    notes: list[str] = field(default_factory=list)  # one-line remarks (no window for --show, stopped by Ctrl-C)
 
 
 def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
@@ -48,16 +52,20 @@ def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
     return found[-1]
 
 
-def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[dict]]:
-    """Expand files, folders (their images and videos, sorted, not recursive) and glob patterns.
+def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path | int | str], list[dict]]:
+    """Expand files, folders (their images and videos, sorted, not recursive) and glob patterns; webcam indices
+    ("0") and stream URLs (rtsp://, http(s)://, see `cornernet_cli.data.live`) pass through as int / str.
 
-    Returns (paths in order, without duplicates; problems [{"file", "error"}] for sources matching nothing).
+    Returns (inputs in order, without duplicates; problems [{"file", "error"}] for sources matching nothing).
     """
-    paths: list[Path] = []
+    paths: list[Path | int | str] = []
     problems: list[dict] = []
     for src in sources:
         p = Path(src)
-        if p.is_dir():
+        live = stream_source(src) if not p.exists() else None
+        if live is not None:
+            paths.append(live)
+        elif p.is_dir():
             media = IMAGE_SUFFIXES + VIDEO_SUFFIXES
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in media)
             if not found:
@@ -120,21 +128,6 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
     return name
 
 
-def _frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise CornerNetError(f"cannot open video {path}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield frame, fps
-    finally:
-        cap.release()
-
-
 def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
     for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
         target = path.with_suffix(suffix)
@@ -156,19 +149,29 @@ def detect(
     params: DecodeConfig = DecodeConfig(),
     runs_dir: str | Path = "runs",
     amp: str = "off",
+    max_frames: int | None = None,
+    show: bool = False,
+    on_frame: Callable[[str, int, float], None] | None = None,
 ) -> DetectReport:
-    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (default: the
-    newest runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
+    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (a .safetensors
+    checkpoint or an exported .onnx graph, run by onnxruntime; default: the newest runs/*/best.safetensors) and
+    write drawn images / videos and detections.json into `out`.
 
-    Only detections with score >= threshold are drawn and written. amp: the network's autocast (off | bf16 |
-    fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
+    Sources may also be webcam indices and stream URLs (`cornernet_cli.data.live`), read frame by frame like
+    video files; max_frames stops each video or stream after that many frames, and Ctrl-C stops reading and keeps
+    what was done. show: also draw each result in a window (where OpenCV has a GUI and a display; otherwise one
+    line in DetectReport.notes says why not). on_frame(source, frame index, frames per second) is called after
+    each video frame. Only detections with score >= threshold are drawn and written. amp: the network's autocast
+    (off | bf16 | fp16, see `cornernet_cli.engine.precision`). Returns a DetectReport.
     """
-    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network
     from cornernet_cli.engine.precision import amp_dtype
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
     ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
-    model, meta = load_model(ckpt, device=device)
+    model, meta = load_network(ckpt, device=device)
+    check_amp(model, amp)
+    params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
     names, cat_ids = meta["class_names"], meta["category_ids"]
     paths, skipped = collect_inputs(sources)
     if not paths:
@@ -178,39 +181,57 @@ def detect(
     report = DetectReport(skipped=skipped, checkpoint=ckpt)
     timer, used = StageTimer(), set()
     dev = torch.device(device)
+    if show and display_problem() is not None:
+        report.notes.append(display_problem())
+        show = False
 
     def run(image: np.ndarray) -> np.ndarray:
         dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer,
                                amp=amp)[0]
         return dets[dets[:, 4] >= threshold]
 
-    for path in paths:
+    def video(source: Path | int | str) -> None:
+        writer, target, meter = None, None, FpsMeter()
         try:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                writer, target = None, None
-                try:
-                    for i, (frame, fps) in enumerate(_frames(path)):
-                        dets = run(frame)
-                        report.entries.append(_entry(path, frame, dets, names, cat_ids, frame=i))
-                        if writer is None:
-                            writer, target = _video_writer(out / _out_name(path, ".mp4", used), fps,
-                                                           (frame.shape[1], frame.shape[0]))
-                        writer.write(draw_detections(frame, dets, names))
-                finally:
-                    if writer is not None:
-                        writer.release()
-                if target is None:
-                    raise CornerNetError(f"video {path} has no readable frames")
-                report.outputs.append(target)
-            else:
-                image = read_image(path)
-                dets = run(image)
-                report.entries.append(_entry(path, image, dets, names, cat_ids))
-                target = out / _out_name(path, ".jpg", used)
-                write_image(target, draw_detections(image, dets, names))
-                report.outputs.append(target)
-        except CornerNetError as e:
-            report.skipped.append({"file": str(path), "error": str(e)})
+            for i, (frame, fps) in enumerate(read_frames(source)):
+                if max_frames is not None and i >= max_frames:
+                    break
+                dets = run(frame)
+                report.entries.append(_entry(source, frame, dets, names, cat_ids, frame=i))
+                if writer is None:
+                    writer, target = _video_writer(out / _out_name(Path(source_name(source)), ".mp4", used), fps,
+                                                   (frame.shape[1], frame.shape[0]))
+                    report.outputs.append(target)
+                drawn = draw_detections(frame, dets, names)
+                writer.write(drawn)
+                rate = meter.tick()
+                report.fps[str(source)] = rate
+                if on_frame is not None:
+                    on_frame(str(source), i, rate)
+                if show and not show_frame(f"cornernet: {source}", drawn):
+                    break
+        finally:
+            if writer is not None:
+                writer.release()
+        if target is None:
+            raise CornerNetError(f"video {source} has no readable frames")
+
+    try:
+        for path in paths:
+            try:
+                if not isinstance(path, Path) or path.suffix.lower() in VIDEO_SUFFIXES:
+                    video(path)
+                else:
+                    image = read_image(path)
+                    dets = run(image)
+                    report.entries.append(_entry(path, image, dets, names, cat_ids))
+                    target = out / _out_name(path, ".jpg", used)
+                    write_image(target, draw_detections(image, dets, names))
+                    report.outputs.append(target)
+            except CornerNetError as e:
+                report.skipped.append({"file": str(path), "error": str(e)})
+    except KeyboardInterrupt:  # a live stream has no end: Ctrl-C stops it, and what was found is still written
+        report.notes.append("stopped by Ctrl-C")
     report.time_ms = timer.per_image_ms()
     report.json_path = out / "detections.json"
     report.json_path.write_text(json.dumps({"checkpoint": str(ckpt), "classes": names, "threshold": threshold,

@@ -12,11 +12,17 @@ trained embeddings, the oracle here measures the decoder, the rescaling, the cat
 on their own: with heatmaps+offsets it must reach AP ~ 1. `oracle_embeddings="trained"` (`evaluate`; the
 `oracle_gt_embeddings=False` of `evaluate_model`) keeps the network's embeddings, the paper's setting: the gap
 between the two measures how much AP the grouping loses.
+
+Sharded (`torchrun --nproc_per_node N -m cornernet_cli.cli eval ...`): each process runs every N-th batch of
+images, the COCO results are gathered to rank 0, which alone computes the metrics (sent back to every rank) and
+writes the files; gloo on CPUs, NCCL on GPUs (each process on cuda:LOCAL_RANK). Same detections, so the same
+metrics, as one process; time_ms is then compute time per image summed over the processes, not wall time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cornernet_cli.config import DecodeConfig
@@ -105,6 +112,27 @@ def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _gather_shards(results: list[dict], timer: StageTimer, world_size: int) -> list[dict]:
+    """Every rank's COCO results, concatenated in rank order (a collective: every rank calls it); `timer` then
+    holds the seconds and image counts of all ranks."""
+    if world_size <= 1:
+        return results
+    shards: list[Any] = [None] * world_size
+    dist.all_gather_object(shards, (results, timer.seconds, timer.images))
+    timer.seconds = {s: sum(sec[s] for _, sec, _ in shards) for s in timer.seconds}
+    timer.images = sum(n for _, _, n in shards)
+    return [r for part, _, _ in shards for r in part]
+
+
+def _from_rank0(value: Any, rank: int, world_size: int) -> Any:
+    """Rank 0's `value` on every rank (a collective when world_size > 1)."""
+    if world_size <= 1:
+        return value
+    box = [value if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _has_centre_head(model: nn.Module | None) -> bool:
     config = getattr(model, "config", None)
     return bool(getattr(config, "centre_head", False))
@@ -128,6 +156,8 @@ def evaluate_model(
     params: DecodeConfig = DecodeConfig(),
     results_path: str | Path | None = None,
     amp: str = "off",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """COCO metrics of `model` on split `split` of the dataset folder `data_dir`.
 
@@ -136,7 +166,9 @@ def evaluate_model(
     name, see `class_mapping`; the dataset's category ids are written, so `category_ids` is only a fallback
     and may be None). flip / scales: test-time augmentation; max_images: evaluate the first N images only;
     batch_size: images per forward pass; results_path: also write the COCO results JSON there; amp: the
-    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
+    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`). rank / world_size: run only
+    every world_size-th batch from the rank-th on, in an initialised torch.distributed group of that size;
+    results are gathered, rank 0 computes the metrics and writes results_path, every rank returns them.
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
@@ -151,6 +183,8 @@ def evaluate_model(
         raise CornerNetError("--oracle-embeddings trained needs a checkpoint (its embeddings are used)", 2)
     if not scales or any(s <= 0 for s in scales):
         raise CornerNetError(f"--scales must be positive numbers, got {list(scales)}", 2)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
     dataset = CocoDetection.from_folder(data_dir, split)
     if class_names is None:
         if model is not None:
@@ -169,8 +203,10 @@ def evaluate_model(
         from rich.progress import Progress
 
         with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task(f"eval {split}", total=count)
-            for batch in _batches(dataset, count, max(1, batch_size)):
+            # Shard whole batches (already grouped by input size) so that each rank pads as little as one process.
+            batches = _batches(dataset, count, max(1, batch_size))[rank::world_size]
+            task = bar.add_task(f"eval {split}", total=sum(map(len, batches)))
+            for batch in batches:
                 samples = [dataset[i] for i in batch]
                 gt = [(s.boxes, s.labels) for s in samples] if oracle else None
                 dets = detect_images(model, [s.image for s in samples], device=device, num_classes=len(class_names),
@@ -182,13 +218,17 @@ def evaluate_model(
     finally:
         if model is not None:
             model.train(was_training)
+    results = _gather_shards(results, timer, world_size)
     image_ids = [dataset.image_ids[i] for i in range(count)]
-    metrics = coco_metrics(dataset.coco, results, image_ids) if count else {m: -1.0 for m in METRICS}
+    metrics = None
+    if rank == 0:  # COCOeval once, not once per process
+        metrics = coco_metrics(dataset.coco, results, image_ids) if count else {m: -1.0 for m in METRICS}
+    metrics = _from_rank0(metrics, rank, world_size)
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
                     "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
                     "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
-    if results_path is not None:
+    if results_path is not None and rank == 0:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))
     return metrics
@@ -211,20 +251,29 @@ def evaluate(
     progress: bool = True,
     amp: str = "off",
 ) -> dict[str, Any]:
-    """`cornernet eval`: load `checkpoint`, evaluate, write the COCO results JSON to `out` and the metrics
-    to metrics.json next to it. Returns the metrics (see `evaluate_model`) plus "results" and "metrics_file"
-    paths."""
-    from cornernet_cli.engine.checkpoint import load_model
+    """`cornernet eval`: load `checkpoint` (a .safetensors checkpoint or an exported .onnx graph), evaluate, write
+    the COCO results JSON to `out` and the metrics to metrics.json next to it. Returns the metrics (see
+    `evaluate_model`) plus "results" and "metrics_file" paths, and "rank" / "world_size". Launched by torchrun,
+    the images are sharded across the processes (module docstring); only rank 0 writes files and shows progress."""
+    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.engine.train import init_distributed
 
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
         raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
     if oracle is None and oracle_embeddings != "gt":
         raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
+    env = init_distributed(torch.device(device))
+    if env.enabled and torch.device(device).type == "cuda":
+        device = f"cuda:{env.local_rank}"  # one GPU per process, as torchrun numbers them
+        torch.cuda.set_device(device)
+    progress = progress and env.is_main
     model, names = None, None
     if checkpoint is not None:
-        model, meta = load_model(checkpoint, device=device)
+        model, meta = load_network(checkpoint, device=device)
+        check_amp(model, amp)
+        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
         names = meta["class_names"]
         source = str(checkpoint)
     else:
@@ -233,14 +282,16 @@ def evaluate(
         metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
                                  max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,
                                  oracle_gt_embeddings=oracle_embeddings == "gt", params=params, results_path=out,
-                                 amp=amp)
+                                 amp=amp, rank=env.rank, world_size=env.world_size)
     except CornerNetError as e:
         raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
     out = Path(out)
     metrics_file = out.with_name("metrics.json")
     metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
-                    "results": str(out), "metrics_file": str(metrics_file)})
-    metrics_file.write_text(json.dumps(metrics, indent=2))
+                    "results": str(out), "metrics_file": str(metrics_file), "world_size": env.world_size})
+    if env.is_main:
+        metrics_file.write_text(json.dumps(metrics, indent=2))
+    metrics["rank"] = env.rank
     return metrics
 
 
