@@ -38,9 +38,13 @@ from typing import Any
 
 from rich.console import Console
 
+from cornernet_cli.atomic import atomic_write, write_json
 from cornernet_cli.errors import CornerNetError
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The step schedule of presets whose training default is a time budget (the CPU presets): equal step counts
+# make the variants comparable, and these are the values the published ablations ran with.
+ABLATION_SCHEDULE = dict(iters=3000, lr_steps=(2400,), warmup_iters=100, workers=2)
 
 
 @dataclass(frozen=True)
@@ -120,20 +124,22 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _check_same_setup(folder: Path, want: dict[str, Any]) -> None:
-    """A variant folder from a different budget / preset must not be resumed or skipped silently."""
+def _check_same_setup(folder: Path, want: dict[str, Any], *, exist_ok: bool) -> bool:
+    """A variant folder from a different budget / preset must not be resumed or skipped silently: refused,
+    or with `exist_ok` reported as stale (True: to be trained afresh)."""
     config = _read_json(folder / "config.json")
     if config is None:
-        return
+        return False
     have = {"iters": config["train"]["iters"], "batch_size": config["train"]["batch_size"],
             "seed": config["train"]["seed"], "input_size": config["data"]["input_size"],
             "radius_mode": config["data"]["radius_mode"], "corner_pool": config["model"]["corner_pool"],
             "channels": list(config["model"]["channels"])}
     diff = {k: (have[k], want[k]) for k in want if have.get(k) != want[k]}
-    if diff:
+    if diff and not exist_ok:
         detail = ", ".join(f"{k} {a} there vs {b} asked" for k, (a, b) in diff.items())
         raise CornerNetError(f"{folder / 'config.json'} was trained with other settings ({detail}); "
-                             f"use another --out or delete that folder")
+                             f"replace it with --exist-ok (exist_ok=True) or use another --out")
+    return bool(diff)
 
 
 @dataclass
@@ -154,6 +160,15 @@ class Settings:
     flip: bool
     max_images: int | None
     train_cfg: Any = None
+    exist_ok: bool = False
+
+    def job(self) -> dict[str, Any]:
+        """What makes two ablations the same (recorded in ablation.json): the data and the training settings.
+        Evaluation settings are not part of it: changing them re-evaluates the trained variants (documented
+        in docs/ablations.md); nor is the device."""
+        return {"command": "ablate", "data": str(self.data_dir.resolve()), "preset": self.preset,
+                "iters": self.iters, "minutes": self.minutes, "batch_size": self.batch_size,
+                "input_size": self.input_size, "seed": self.seed}
 
     def eval_key(self) -> dict[str, Any]:
         return {"split": self.split, "flip": self.flip, "max_images": self.max_images}
@@ -166,15 +181,18 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
 
     folder = s.out_dir / v.name
     mcfg = model_config(s.preset, 1, corner_pool=v.corner_pool)
-    _check_same_setup(folder, {"iters": s.iters, "batch_size": s.batch_size, "seed": s.seed,
-                               "input_size": s.input_size, "radius_mode": v.radius, "corner_pool": v.corner_pool,
-                               "channels": list(mcfg.channels)})
+    stale = _check_same_setup(folder, {"iters": s.iters, "batch_size": s.batch_size, "seed": s.seed,
+                                       "input_size": s.input_size, "radius_mode": v.radius,
+                                       "corner_pool": v.corner_pool, "channels": list(mcfg.channels)},
+                              exist_ok=s.exist_ok)
     book_path = folder / "ablate_time.json"
-    book = _read_json(book_path) or {"train_seconds": 0.0}
-    summary = _read_json(folder / "summary.json") or {}
+    if stale:  # replaced (exist_ok): its evaluation goes with it
+        (folder / "results.json").unlink(missing_ok=True)
+    book = (None if stale else _read_json(book_path)) or {"train_seconds": 0.0}
+    summary = (None if stale else _read_json(folder / "summary.json")) or {}
     done = summary.get("status") == "finished" or (summary.get("status") == "time limit" and s.minutes is not None)
     if not done:
-        resume = (folder / "state.safetensors").is_file() and (folder / "last.safetensors").is_file()
+        resume = not stale and (folder / "state.safetensors").is_file() and (folder / "last.safetensors").is_file()
         remaining = None if s.minutes is None else max(0.0, s.minutes - book["train_seconds"] / 60)
         if remaining is not None and remaining <= 0 and resume:
             summary = {**summary, "status": "time limit"}
@@ -184,7 +202,8 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
             t0 = time.perf_counter()
             dcfg = dataclasses.replace(DataConfig(), input_size=s.input_size, radius_mode=v.radius)
             result = train(data_dir=s.data_dir, out_dir=folder, model_cfg=mcfg, data_cfg=dcfg, train_cfg=s.train_cfg,
-                           val_dir=None, device=s.device, resume=resume, log_every=max(1, min(10, s.iters // 20)),
+                           val_dir=None, device=s.device, resume=resume, exist_ok=not resume,
+                           log_every=max(1, min(10, s.iters // 20)),
                            save_every=max(1, min(500, s.iters // 4)), max_minutes=remaining, progress=progress)
             book["train_seconds"] += time.perf_counter() - t0
             book_path.write_text(json.dumps(book))
@@ -275,12 +294,12 @@ def _write_report(s: Settings, selected: list[str], results: dict[str, dict], ma
         "settings": {"data": str(s.data_dir), "split": s.split, "preset": s.preset, "iters": s.iters,
                      "minutes_per_variant": s.minutes, "batch_size": s.batch_size, "input_size": s.input_size,
                      "seed": s.seed, "flip": s.flip, "max_images": s.max_images, "device": s.device},
-        "machine": machine, "date": date, "selected": selected,
+        "machine": machine, "date": date, "selected": selected, "job": s.job(),
         "variants": [results[n] for n in selected if n in results],
         "paper_ap": {n: VARIANTS[n].paper_ap for n in selected},
     }
-    (s.out_dir / "ablation.json").write_text(json.dumps(report, indent=2))
-    (s.out_dir / "ablation.md").write_text(render_markdown(report))
+    write_json(s.out_dir / "ablation.json", report, indent=2)
+    atomic_write(s.out_dir / "ablation.md", lambda tmp: Path(tmp).write_text(render_markdown(report)))
     return report
 
 
@@ -431,18 +450,22 @@ def run_ablation(
     device: str = "cpu",
     progress: bool = True,
     console: Console | None = None,
+    exist_ok: bool = False,
 ) -> AblationResult:
     """Train and evaluate `variants` (names from VARIANTS) with one shared budget; write out_dir/ablation.{md,json}.
 
-    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS); minutes_per_variant: also stop
-    each variant after this much training time (then the step counts may differ; the table records them).
+    iters: training steps per variant (default: the preset's TRAIN_DEFAULTS, else ABLATION_SCHEDULE's);
+    minutes_per_variant: also stop each variant after this much training time (then the step counts may
+    differ; the table records them).
     The lr is divided by 10 at 90% of `iters`. split: evaluation split (default: test if the data has one,
     else val); flip: the paper's test-time flip; max_images: evaluate the first N images only.
     Oracle variants evaluate the baseline's final checkpoint (out_dir/baseline/last.safetensors).
+    An out_dir holding an ablation with other settings (ablation.json's job) is refused unless `exist_ok`
+    (then its variants are trained and evaluated afresh); out_dir is locked while this runs.
     """
     from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, TrainConfig
     from cornernet_cli.data.coco import available_splits
-    from cornernet_cli.engine.train import resolve_device
+    from cornernet_cli.engine.device import resolve_device
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     unknown = [n for n in variants if n not in VARIANTS]
@@ -461,70 +484,72 @@ def run_ablation(
     order = [n for n in VARIANTS if n in variants]
     if any(VARIANTS[n].oracle for n in order) and "baseline" not in order:
         order.insert(0, "baseline")
-    d = TRAIN_DEFAULTS[preset]
+    d = TRAIN_DEFAULTS[preset] if "iters" in TRAIN_DEFAULTS[preset] else {**TRAIN_DEFAULTS[preset],
+                                                                           **ABLATION_SCHEDULE}
     steps = int(iters or d["iters"])
     s = Settings(data_dir=data_dir, out_dir=out_dir, preset=preset, split=split, iters=steps,
                  minutes=minutes_per_variant, batch_size=int(batch_size or d["batch_size"]),
                  input_size=int(input_size or d["input_size"]), seed=seed,
                  workers=int(d["workers"] if workers is None else workers), device=str(resolve_device(device)),
-                 flip=flip, max_images=max_images)
+                 flip=flip, max_images=max_images, exist_ok=exist_ok)
     s.train_cfg = TrainConfig(batch_size=s.batch_size, iters=steps, lr=d["lr"],
                               lr_steps=tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),),
                               warmup_iters=min(d["warmup_iters"], steps // 10), grad_clip=d.get("grad_clip", 0.0),
                               workers=s.workers, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    console = console or Console(stderr=True)
-    machine, date = machine_info(s.device), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results: dict[str, dict] = {}
-    skipped: list[str] = []
-    trained: dict[str, dict] = {}
-    display = _Display(names=order, iters=steps, folder=out_dir, console=console, enabled=progress)
-    with display:
-        for i, name in enumerate(order, 1):
-            v = VARIANTS[name]
-            base = "baseline" if v.oracle else name
-            prior = _read_json(out_dir / name / "results.json")
-            if base not in trained:
-                summary = _read_json(out_dir / base / "summary.json") or {}
-                finished = summary.get("status") == "finished" or (summary.get("status") == "time limit"
-                                                                   and minutes_per_variant is not None)
-                if not finished:
-                    display.begin(i, name, "training" + (" the baseline" if base != name else ""))
-                    display.train_started(base)
-                try:
-                    status, facts = _train_variant(VARIANTS[base], s, log=display.log,
-                                                   progress=progress and not display.live)
-                finally:
+    from cornernet_cli.engine.rundir import claim_output
+
+    with claim_output(out_dir, job=s.job(), record_file=out_dir / "ablation.json", exist_ok=exist_ok) as replacing:
+        console = console or Console(stderr=True)
+        machine, date = machine_info(s.device), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        results: dict[str, dict] = {}
+        skipped: list[str] = []
+        trained: dict[str, dict] = {}
+        display = _Display(names=order, iters=steps, folder=out_dir, console=console, enabled=progress)
+        with display:
+            for i, name in enumerate(order, 1):
+                v = VARIANTS[name]
+                base = "baseline" if v.oracle else name
+                prior = None if replacing else _read_json(out_dir / name / "results.json")
+                if base not in trained:
+                    summary = _read_json(out_dir / base / "summary.json") or {}
+                    finished = summary.get("status") == "finished" or (summary.get("status") == "time limit"
+                                                                       and minutes_per_variant is not None)
                     if not finished:
-                        display.train_ended(base)
-                if status == "interrupted":
-                    report = _write_report(s, order, results, machine, date)
-                    return AblationResult(out_dir, "interrupted", report, skipped)
-                trained[base] = facts
-                if finished:
-                    display.skipped_training(base)
-            facts = trained[base]
-            ckpt_step = facts["steps"]
-            if (prior and prior.get("eval") == s.eval_key() and prior.get("trained_steps") == ckpt_step
-                    and prior.get("metrics")):
-                results[name] = prior
-                skipped.append(name)
-                display.evaluated(name, None, f"done before, skipped (AP {_pct(prior['metrics']['AP'])})")
-            else:
-                display.begin(i, name, "evaluating" + (f" with oracle {v.oracle}" if v.oracle else ""))
-                metrics = _evaluate_variant(v, s, Path(facts["checkpoint"]))
-                eval_s = metrics.pop("eval_seconds")
-                row = {"variant": name, "change": v.change, "corner_pool": v.corner_pool, "radius": v.radius,
-                       "oracle": v.oracle, "trained_steps": ckpt_step, "eval": s.eval_key(),
-                       "eval_seconds": eval_s, "metrics": metrics, "paper_ap": v.paper_ap,
-                       **({k: facts[k] for k in ("status", "steps", "train_seconds", "images_per_s")}
-                          if not v.oracle else {})}
-                (out_dir / name).mkdir(parents=True, exist_ok=True)
-                (out_dir / name / "results.json").write_text(json.dumps(row, indent=2))
-                results[name] = row
-                display.evaluated(name, eval_s, " ".join(f"{c} {_pct(metrics[c])}" for c in METRIC_COLUMNS[:3]))
-            _write_report(s, order, results, machine, date)
-    report = _write_report(s, order, results, machine, date)
+                        display.begin(i, name, "training" + (" the baseline" if base != name else ""))
+                        display.train_started(base)
+                    try:
+                        status, facts = _train_variant(VARIANTS[base], s, log=display.log,
+                                                       progress=progress and not display.live)
+                    finally:
+                        if not finished:
+                            display.train_ended(base)
+                    if status == "interrupted":
+                        report = _write_report(s, order, results, machine, date)
+                        return AblationResult(out_dir, "interrupted", report, skipped)
+                    trained[base] = facts
+                    if finished:
+                        display.skipped_training(base)
+                facts = trained[base]
+                ckpt_step = facts["steps"]
+                if (prior and prior.get("eval") == s.eval_key() and prior.get("trained_steps") == ckpt_step
+                        and prior.get("metrics")):
+                    results[name] = prior
+                    skipped.append(name)
+                    display.evaluated(name, None, f"done before, skipped (AP {_pct(prior['metrics']['AP'])})")
+                else:
+                    display.begin(i, name, "evaluating" + (f" with oracle {v.oracle}" if v.oracle else ""))
+                    metrics = _evaluate_variant(v, s, Path(facts["checkpoint"]))
+                    eval_s = metrics.pop("eval_seconds")
+                    row = {"variant": name, "change": v.change, "corner_pool": v.corner_pool, "radius": v.radius,
+                           "oracle": v.oracle, "trained_steps": ckpt_step, "eval": s.eval_key(),
+                           "eval_seconds": eval_s, "metrics": metrics, "paper_ap": v.paper_ap,
+                           **({k: facts[k] for k in ("status", "steps", "train_seconds", "images_per_s")}
+                              if not v.oracle else {})}
+                    write_json(out_dir / name / "results.json", row, indent=2)
+                    results[name] = row
+                    display.evaluated(name, eval_s, " ".join(f"{c} {_pct(metrics[c])}" for c in METRIC_COLUMNS[:3]))
+                _write_report(s, order, results, machine, date)
+        report = _write_report(s, order, results, machine, date)
     return AblationResult(out_dir, "finished", report, skipped)
 
 

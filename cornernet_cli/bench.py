@@ -1,7 +1,8 @@
 """Decoder benchmark: `decode` against a straightforward version of the original algorithm.
 
 `decode_reference` is the original's recipe written plainly (sigmoid over the whole map, 3 x 3 max-pool
-NMS, top k of the whole map, all k x k pairs); it is also the independent expectation in the tests.
+NMS, top k of the whole map, all k x k pairs): the timing baseline of `bench_decode` and `cornernet bench`.
+It shares `topk_maxpool` with the package, so it is not the tests' expectation (tests/reference.py is).
 """
 
 from __future__ import annotations
@@ -242,15 +243,17 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _synthetic_batch(*, batch_size: int, input_size: int, num_classes: int, seed: int) -> dict[str, torch.Tensor]:
-    """A training batch (loader.collate format) of synthetic shape images at input_size with real targets."""
+def _synthetic_batch(*, batch_size: int, input_size: int, num_classes: int, seed: int,
+                     output_stride: int = 4) -> dict[str, torch.Tensor]:
+    """A training batch (loader.collate format) of synthetic shape images at input_size with real targets at
+    ceil(input_size / output_stride)."""
     from cornernet_cli.data.loader import collate, output_size_for
     from cornernet_cli.data.synthetic import generate_image
     from cornernet_cli.data.transforms import normalize
     from cornernet_cli.targets import encode_targets
 
     rng = np.random.default_rng(seed)
-    out_size = output_size_for(input_size)
+    out_size = output_size_for(input_size, output_stride)
     samples = []
     for _ in range(batch_size):
         image, boxes, labels = generate_image(rng, image_size=input_size, num_classes=min(4, num_classes))
@@ -265,10 +268,11 @@ def _synthetic_batch(*, batch_size: int, input_size: int, num_classes: int, seed
 
 
 def bench_data(*, data: str | None = None, split: str = "train", input_size: int = 511, samples: int = 16,
-               seed: int = 0) -> tuple[float, str]:
+               seed: int = 0, output_stride: int = 4) -> tuple[float, str]:
     """Training samples per second of one worker (torch and OpenCV on one thread): decode, augmentation,
-    targets, as TrainDataset[i] does. data: a --data folder; None: 16 synthetic 256 x 256 shape images
-    (4 classes) written to a temporary folder. Returns (images/s, description of the data)."""
+    targets (at ceil(input_size / output_stride)), as TrainDataset[i] does. data: a --data folder; None: 16
+    synthetic 256 x 256 shape images (4 classes) written to a temporary folder. Returns (images/s, description
+    of the data)."""
     import tempfile
 
     import cv2
@@ -287,7 +291,8 @@ def bench_data(*, data: str | None = None, split: str = "train", input_size: int
                 data, split, what = tmp, "train", "synthetic shapes, 16 images 256 x 256, 4 classes"
             else:
                 what = f"{data} ({split})"
-            ds = build_train_dataset(CocoDetection.from_folder(data, split), input_size=input_size)
+            ds = build_train_dataset(CocoDetection.from_folder(data, split), input_size=input_size,
+                                     output_stride=output_stride)
             count = [0]
 
             def one():
@@ -314,7 +319,8 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
 
     - forward_ms: network forward (eval, inference_mode) per image, batch [batch_size, 3, S, S], S = input_size;
     - forward_flip_ms: the same with the mirrored copies in the batch (2 x batch_size), per image;
-    - decode_ms: `decode` per image of head outputs at S / 4 (synthetic peaks, num_classes), flip pair included;
+    - decode_ms: `decode` per image of head outputs at ceil(S / output stride) (synthetic peaks, num_classes),
+      flip pair included;
       decode_reference_ms: the straightforward original algorithm on the same input;
     - soft_nms_ms: `merge_detections` (gaussian soft-NMS, top 100) of one image's flip pair of decoded boxes
       (up to 2 x 1000; the count is soft_nms_boxes);
@@ -327,6 +333,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     Returns a JSON-ready dict with the settings, the environment and load averages per phase.
     """
     from cornernet_cli.decode import decode
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.engine.inference import StageTimer, detect_images
     from cornernet_cli.engine.precision import amp_dtype as _amp_dtype
     from cornernet_cli.engine.precision import autocast as _autocast
@@ -335,11 +342,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     from cornernet_cli.model import build_model
     from cornernet_cli.postprocess import merge_detections
 
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CornerNetError("--device cuda was asked for but CUDA is not available on this machine", 2)
-    if dev.type not in ("cpu", "cuda"):
-        raise CornerNetError(f"--device must be cpu or cuda, got {device!r}", 2)
+    dev = resolve_device(device)
     if channels_last is None:
         channels_last = True
     amp_dtype = _amp_dtype(amp, dev)
@@ -382,7 +385,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         result["forward_flip_ms"] = median_ms(forward(flipped), repeats=repeats, warmup=warmup,
                                               device=dev) / batch_size
 
-        out = (input_size + 3) // 4
+        out = -(-input_size // model.output_stride)
         heads = tuple(t.to(dev) for t in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
         load["decode"] = os.getloadavg()[0]
         result["decode_ms"] = median_ms(lambda: decode(*heads), repeats=repeats, warmup=warmup, device=dev) / 2
@@ -419,7 +422,8 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
             result["peak_memory_inference_mb"] = peak_memory_mb(dev)
 
         batch = {k: v.to(dev) for k, v in _synthetic_batch(batch_size=batch_size, input_size=input_size,
-                                                           num_classes=num_classes, seed=seed).items()}
+                                                           num_classes=num_classes, seed=seed,
+                                                           output_stride=model.output_stride).items()}
         batch["image"] = batch["image"].contiguous(memory_format=fmt)
         model.train()
         criterion = CornerNetLoss()
@@ -444,7 +448,8 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         model.eval()
 
         load["data"] = os.getloadavg()[0]
-        result["data_images_per_s"], result["data"] = bench_data(data=data, input_size=input_size, seed=seed)
+        result["data_images_per_s"], result["data"] = bench_data(data=data, input_size=input_size, seed=seed,
+                                                                 output_stride=model.output_stride)
         load["end"] = os.getloadavg()[0]
     finally:
         torch.set_num_threads(old_threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -47,10 +48,12 @@ def _root(
 def models_cmd(
     num_classes: int = typer.Option(80, "--num-classes", min=1, help="Class count used to size the heads."),
 ) -> None:
-    """List the model presets with their parameter counts and layout."""
+    """List the model presets with their parameter counts and layout, then the named pretrained weights
+    (for --model) with their size, source, licence and whether they are in the cache."""
     from rich.table import Table
 
     from cornernet_cli.config import PRESETS
+    from cornernet_cli.hub import cache_dir, list_weights
     from cornernet_cli.model import build_model
 
     table = Table(title=f"CornerNet presets ({num_classes} classes)")
@@ -61,6 +64,16 @@ def models_cmd(
         table.add_row(name, str(cfg.num_stacks), ",".join(map(str, cfg.channels)),
                       ",".join(map(str, cfg.blocks)), f"{n:,}")
     console.print(table)
+    weights = list_weights()
+    named = Table(title=f"Named COCO weights for --model (cache: {cache_dir()})")
+    for col in ("name", "preset", "size", "source", "licence", "cached"):
+        named.add_column(col, no_wrap=col == "name")
+    for w in weights:
+        named.add_row(w.name, w.preset, w.size, w.source, w.licence, w.status)
+    console.print(named)
+    for w in weights:
+        if w.note:
+            console.print(f"{w.name}: {escape(w.note)}: {w.url}", highlight=False, soft_wrap=True)
 
 
 @app.command("prepare-data")
@@ -80,6 +93,8 @@ def prepare_data_cmd(
                               "256 px, scaled with --image-size."),
     max_iou: float = typer.Option(0.4, "--max-iou", min=0.0, max=1.0, help="Synthetic: largest IoU between two "
                                   "objects (0: no overlaps; the demo's data)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace a dataset that another prepare-data job "
+                                  "(other source or settings) wrote to --out; the same job may always rewrite it."),
 ) -> None:
     """Convert VOC / YOLO / COCO (or generate synthetic shapes) into a validated dataset folder for --data."""
     from cornernet_cli.data.convert import prepare_data, synthetic_report
@@ -90,13 +105,63 @@ def prepare_data_cmd(
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise CornerNetError(f"--sizes takes LOW,HIGH with LOW <= HIGH, got {sizes!r}", 2)
         report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou)
+                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou, exist_ok=exist_ok)
     else:
         if source is None:
             raise CornerNetError(f"--source is required for --format {format}", exit_code=2)
         report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
-                              strict=strict, copy_images=copy_images)
+                              strict=strict, copy_images=copy_images, exist_ok=exist_ok)
     print_report(report, console)
+
+
+@app.command("inspect-data")
+def inspect_data_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pictures (default: "
+                                       "runs/inspect-<data name>)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Split to draw (repeatable; default: all)."),
+    preset: str = typer.Option("small", "--preset", help="Model preset whose default training input size to "
+                               "use (as `train --preset`)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (as "
+                                             "`train --input-size`)."),
+    random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training crop scales (as `train "
+                                                "--random-scales`; default: the paper's 0.6,...,1.3)."),
+    vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training top-bottom mirror probability "
+                                "(as `train --vflip`)."),
+    transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training x-y swap probability "
+                                    "(as `train --transpose`)."),
+    images: int = typer.Option(16, "--images", min=1, help="Images per mosaic (a seeded sample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and of the augmentation."),
+) -> None:
+    """Look at a dataset before training: ground-truth boxes per split, augmented training crops with their
+    corner targets, and label statistics (instances per class, box sizes at input scale with the encoder's
+    radius, box centres)."""
+    import dataclasses
+
+    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig
+    from cornernet_cli.data.look import inspect_data
+
+    if preset not in PRESETS:
+        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
+    dcfg = dataclasses.replace(DataConfig(), input_size=input_size or TRAIN_DEFAULTS[preset]["input_size"],
+                               vflip=vflip, transpose=transpose)
+    if random_scales is not None:
+        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
+    out = out or Path("runs") / f"inspect-{data.resolve().name}"
+    report = inspect_data(data, out, splits=split, data_cfg=dcfg, num_images=images, seed=seed)
+    b = report.stats["boxes_at_input_scale"]
+    console.print(f"{sum(report.stats['images'].values())} images, "
+                  + ", ".join(f"{s} {n}" for s, n in report.stats["images"].items())
+                  + f"; {b['count']} training boxes, median {b['median_width'] or 0:.0f} x "
+                  f"{b['median_height'] or 0:.0f} input pixels at --input-size {dcfg.input_size}")
+    if b["under_one_cell"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['under_one_cell']:.0f}% of training boxes are under one output "
+                      f"cell ({dcfg.output_stride} px) at input scale: a larger --input-size or smaller "
+                      f"--random-scales would keep them")
+    if b["over_input"] > 0.05:
+        console.print(f"[yellow]note[/]: {100 * b['over_input']:.0f}% of training boxes are larger than the "
+                      f"{dcfg.input_size} px input: crops cut them; larger --random-scales would fit them")
+    console.print(f"wrote {', '.join(p.name for p in report.files)} to {out}")
 
 
 def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -108,26 +173,55 @@ def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
         raise CornerNetError(f"{option} takes comma-separated integers, got {text!r}", 2) from None
 
 
+_TRAIN_FLAGS = {"preset": "--preset", "weights": "--weights", "time_budget": "--time", "time_clock": "--time-clock",
+                "iters": "--iters", "epochs": "--epochs", "freeze": "--freeze", "lr": "--lr", "lr_steps": "--lr-steps"}
+
+
+def _as_flags(message: str, flags: dict[str, str]) -> str:
+    """A library message with its parameter names replaced by the command-line flags that set them."""
+    words = "|".join(map(re.escape, flags))
+    return re.sub(rf"(?<![\w/.-])({words})(?![\w/.-])", lambda m: flags[m.group(1)], message)
+
+
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset folder (default: --data when it "
                                        "has a val split)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Run folder: checkpoints, metrics, config."),
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104 (the paper), "
-                               "hourglass-52, small (CPU), small-fast (CPU, half the FLOPs), tiny (tests)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size "
-                                             "(paper: 511; small: 256)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: small-fast (the default; CPU), "
+                                         "small (CPU), hourglass-104 (the paper), hourglass-52, squeeze "
+                                         "(CornerNet-Squeeze, output stride 8), tiny (tests). With --weights: the "
+                                         "checkpoint's."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Fine-tune: start from a cornernet checkpoint, "
+                                          "original / mmdetection weights or a name from `cornernet models` "
+                                          "(e.g. cornernet-hg104-coco). Tensors whose name and shape match are "
+                                          "loaded; the class heatmap layers start afresh when the class count "
+                                          "differs."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: named --weights must already be in "
+                                 "the cache."),
+    freeze: str = typer.Option("none", "--freeze", help="With --weights: none (train everything) or backbone "
+                               "(train only the prediction modules; a cheaper, gentler fine-tune)."),
+    time: Optional[float] = typer.Option(None, "--time", min=0.01, help="Budget in minutes of training (CPU-"
+                                         "minutes on the CPU, wall-clock on GPUs; see --time-clock). The learning "
+                                         "rate follows the fraction used, so the run ends decayed. Default for the "
+                                         "CPU presets: 25."),
+    time_clock: str = typer.Option("auto", "--time-clock", help="What --time counts: auto, cpu (process CPU "
+                                   "time, threads summed) or wall."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (paper: 511; "
+                                             "CPU presets: chosen from the data, at most 256)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step per process "
                                              "(paper: 49)."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (paper: 500k)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --iters: passes over the "
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Instead of --time: training steps "
+                                        "(paper: 500k)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --time: passes over the "
                                            "training split."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4; CPU "
+                                       "presets 1e-3; half of it with --weights)."),
     lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Comma-separated steps where lr is "
                                            "divided by 10 (default: 90% of the steps)."),
-    lr_schedule: str = typer.Option("step", "--lr-schedule", help="step: lr / 10 at each of --lr-steps (the "
-                                    "paper); cosine: cosine decay from --lr to 0 at the last step."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="step: lr / 10 at each of --lr-steps "
+                                              "(the paper); cosine: decay from --lr to 0 at the end (CPU presets)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16 (CUDA, or a CPU with native bf16 such as "
@@ -136,96 +230,94 @@ def train_cmd(
                                       "(paper: 0.1)."),
     push_weight: float = typer.Option(0.1, "--push-weight", min=0.0, help="Weight of the embedding push loss "
                                       "(paper: 0.1); larger values separate crowded objects of one class more."),
-    ema: float = typer.Option(0.0, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving average "
-                              "of the weights with this decay (e.g. 0.999; 0: off); validation and the saved "
-                              "checkpoints use the averaged weights."),
+    ema: Optional[float] = typer.Option(None, "--ema", min=0.0, max=0.99999, help="Keep an exponential moving "
+                                        "average of the weights with this decay (CPU presets: 0.999; 0: off); "
+                                        "validation and the saved checkpoints use the averaged weights."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
                                        help="channels_last memory format (faster convolutions on CPU and GPU)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes (CPU "
+                                          "presets: 0, so that --time counts the loading too)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Start afresh in an --out that holds an earlier run, "
+                                  "deleting its checkpoints (without this or --resume such a folder is refused)."),
     radius: str = typer.Option("object", "--radius", help="Penalty reduction: object (paper), fixed, none."),
     no_corner_pool: bool = typer.Option(False, "--no-corner-pool", help="Ablation: corner pooling off."),
-    centre_head: bool = typer.Option(
-        False, "--centre-head",
-        help="Also learn object centres (CenterNet-style triplets, not in the paper); eval and detect then drop "
-             "boxes with no centre inside. Helps crowded scenes where corners of neighbours get paired."),
+    centre_head: Optional[bool] = typer.Option(
+        None, "--centre-head/--no-centre-head",
+        help="Also learn object centres (CenterNet-style triplets, not in the paper; on by default for the CPU "
+             "presets); eval and detect then drop boxes with no centre inside."),
     val_every: int = typer.Option(0, "--val-every", min=0, help="Validate every N steps (0: only at the end)."),
     save_every: int = typer.Option(500, "--save-every", min=1, help="Write last + resume state every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Write metrics.jsonl every N steps."),
     val_split: str = typer.Option("val", "--val-split", help="Split of the validation folder to validate on."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training augmentation: each crop "
-                                                "covers (input size x s) image pixels, s drawn from these, "
-                                                "resized to the input (paper: 0.6,0.7,...,1.3). Values around "
-                                                "2 train at half resolution."),
+                                                "covers (input size x s) image pixels, s drawn from these (paper: "
+                                                "0.6,...,1.3; squeeze: 0.6,...,1.4 as its source; CPU presets: "
+                                                "chosen from the data's box sizes)."),
+    test_scale: Optional[float] = typer.Option(None, "--test-scale", min=0.01, help="The test scale the model is "
+                                               "for, stored in its checkpoints: eval and detect use it by default "
+                                               "(CPU presets: chosen from the data's box sizes)."),
     vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training augmentation: probability of "
                                 "a top-bottom mirror (not in the paper; for images with no up direction, such as "
                                 "microscopy or aerial images)."),
     transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training augmentation: "
                                     "probability of swapping x and y; with the flips, random 90-degree rotations "
                                     "(not in the paper)."),
-    val_scales: str = typer.Option("1", "--val-scales", help="Test scales of the periodic validation, e.g. 0.5 "
-                                   "with --random-scales around 2."),
+    val_scales: Optional[str] = typer.Option(None, "--val-scales", help="Test scales of the periodic validation "
+                                             "(default: the test scale)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.0, help="Stop (and save) after "
                                                 "this much wall-clock time; --resume continues."),
     max_cpu_minutes: Optional[float] = typer.Option(None, "--max-cpu-minutes", min=0.0, help="Stop (and save) "
                                                     "once training has used this much CPU time (threads summed; "
                                                     "use --workers 0 to count data loading too)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write the logged metrics (loss terms, "
+                                     "learning rate, validation AP) as TensorBoard event files into "
+                                     "OUT/tensorboard (needs `pip install tensorboard`); watch with "
+                                     "`tensorboard --logdir OUT`."),
 ) -> None:
     """Train CornerNet on a COCO-format dataset; writes checkpoints, metrics.jsonl and curves.png to --out.
 
+    `cornernet train --data DIR` alone runs the CPU recipe: small-fast with a centre head, crops and test
+    scale chosen from the data's box sizes, 25 CPU-minutes with a cosine schedule that ends with the budget.
     Multi-GPU / multi-node: launch the same command with torchrun, e.g.
     `torchrun --nproc_per_node 8 -m cornernet_cli.cli train --preset hourglass-104 ...`.
     """
-    import dataclasses
-
-    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig, TrainConfig, model_config
-    from cornernet_cli.data.coco import available_splits
     from cornernet_cli.engine.precision import AMP_DTYPES
-    from cornernet_cli.engine.train import train
+    from cornernet_cli.engine.settings import train_settings
+    from cornernet_cli.engine.train import resolve_device, train
 
-    if preset not in PRESETS:
-        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
     if amp not in AMP_DTYPES:  # the device (and so whether fp16 is allowed) is resolved later, in train()
         raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
-    if lr_schedule not in ("step", "cosine"):
+    if lr_schedule not in (None, "step", "cosine"):
         raise CornerNetError(f"--lr-schedule must be step or cosine, got {lr_schedule!r}", 2)
     if radius not in ("object", "fixed", "none"):
         raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
     if not data.is_dir():
         raise CornerNetError(f"--data {data} is not a folder", 2)
-    d = TRAIN_DEFAULTS[preset]
-    size = input_size or d["input_size"]
-    bs = batch_size or d["batch_size"]
-    if iters is None and epochs is not None:
-        from cornernet_cli.data.coco import CocoDetection
-
-        n = len(CocoDetection.from_folder(data, "train"))
-        world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
-        iters = max(1, int(round(epochs * n / (bs * world))))
-    steps = iters or d["iters"]
-    lr_steps_t = _parse_ints(lr_steps, "--lr-steps")
-    if lr_steps_t is None:
-        lr_steps_t = tuple(d["lr_steps"]) if iters is None else (int(steps * 0.9),)
-    if val is None and val_split in available_splits(data):
-        val = data
-    tcfg = TrainConfig(
-        batch_size=bs, iters=steps, lr=lr if lr is not None else d["lr"], lr_steps=lr_steps_t,
-        warmup_iters=warmup if warmup is not None else d["warmup_iters"],
-        grad_clip=grad_clip if grad_clip is not None else d.get("grad_clip", 0.0), amp=amp,
-        channels_last=channels_last, workers=workers if workers is not None else d["workers"], seed=seed,
-        val_scales=_parse_floats(val_scales, "--val-scales"), lr_schedule=lr_schedule, ema=ema,
-        pull_weight=pull_weight, push_weight=push_weight,
-    )
-    dcfg = dataclasses.replace(DataConfig(), input_size=size, radius_mode=radius, vflip=vflip, transpose=transpose)
-    if random_scales is not None:
-        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
-    mcfg = model_config(preset, 1, corner_pool=not no_corner_pool, centre_head=centre_head)
-    result = train(data_dir=data, out_dir=out, model_cfg=mcfg, data_cfg=dcfg, train_cfg=tcfg, val_dir=val,
-                   device=device, resume=resume, log_every=log_every, val_every=val_every,
-                   save_every=save_every, val_split=val_split, max_minutes=max_minutes,
-                   max_cpu_minutes=max_cpu_minutes)
+    given = dict(input_size=input_size, batch_size=batch_size, lr=lr, lr_steps=_parse_ints(lr_steps, "--lr-steps"),
+                 lr_schedule=lr_schedule, warmup_iters=warmup, grad_clip=grad_clip, ema=ema, workers=workers,
+                 centre_head=centre_head, test_scale=test_scale,
+                 random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None,
+                 val_scales=_parse_floats(val_scales, "--val-scales") if val_scales else None)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides.update(amp=amp, channels_last=channels_last, seed=seed, pull_weight=pull_weight,
+                     push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
+                     corner_pool=not no_corner_pool)
+    try:
+        s = train_settings(data_dir=data, preset=preset, weights=weights, offline=offline, time_budget=time,
+                           time_clock=time_clock, iters=iters, epochs=epochs, device_type=resolve_device(device).type,
+                           world_size=int(os.environ.get("WORLD_SIZE", "1")), val_dir=val, val_split=val_split,
+                           overrides=overrides)
+    except ValueError as e:
+        raise CornerNetError(_as_flags(str(e), _TRAIN_FLAGS), 2) from None
+    for line in s.choices:
+        console.print(f"[dim]{escape(line)}[/]", highlight=False)
+    result = train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
+                   val_dir=s.val_dir, device=device, resume=resume, exist_ok=exist_ok, log_every=log_every,
+                   val_every=val_every, save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
+                   max_cpu_minutes=max_cpu_minutes, tensorboard=tensorboard)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
@@ -239,14 +331,18 @@ def train_cmd(
 
 @app.command("import-weights")
 def import_weights_cmd(
-    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl or mmdetection's .pth."),
-    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection."),
+    src: Path = typer.Argument(..., help="Source weights: the original CornerNet's .pkl, mmdetection's .pth, or "
+                               "CornerNet-Lite's CornerNet_Squeeze_500000.pkl."),
+    format: str = typer.Option(..., "--format", help="Source: original (princeton-vl/CornerNet) | mmdetection | "
+                               "squeeze (princeton-vl/CornerNet-Lite's CornerNet-Squeeze, gives the squeeze "
+                               "preset)."),
     out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
     classes: str = typer.Option("coco", "--classes", help="coco (the 80 COCO classes and ids), or a file: .txt "
                                 "one name a line, .json list of names or COCO 'categories'."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Network size (default: read from the tensors)."),
 ) -> None:
-    """Convert COCO-trained CornerNet weights (original or mmdetection) into a cornernet checkpoint."""
+    """Convert COCO-trained CornerNet weights (original, mmdetection or CornerNet-Squeeze) into a cornernet
+    checkpoint."""
     from cornernet_cli.import_weights import import_weights
 
     s = import_weights(src, fmt=format, out=out, classes=classes, preset=preset)
@@ -256,7 +352,9 @@ def import_weights_cmd(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.safetensors) to export."),
+    checkpoint: str = typer.Option(..., "--model", "--checkpoint", help="Model to export: a checkpoint "
+                                   "(.safetensors), original / mmdetection weights, or a name from `cornernet "
+                                   "models`."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     out: Path = typer.Option(..., "-o", "--out", help="File to write (model.onnx)."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Free batch, height and width (up to --max-size)."),
@@ -264,13 +362,16 @@ def export_cmd(
     width: int = typer.Option(511, "--width", min=4, help="Example (static) input width in pixels."),
     max_size: int = typer.Option(2048, "--max-size", min=4, help="--dynamic: largest input side pooled exactly."),
     opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset version."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
     if format != "onnx":
         raise CornerNetError(f"--format {format!r} is not supported; use onnx", 2)
     from cornernet_cli.export import export_onnx
 
-    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset)
+    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset,
+                    offline=offline)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
@@ -288,14 +389,16 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors) or a graph "
-                                              "from `cornernet export` (.onnx, run by onnxruntime); optional "
-                                              "only with --oracle heatmaps+offsets."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, a name from `cornernet models`, or a "
+                                             "graph from `cornernet export` (.onnx, run by onnxruntime); optional "
+                                             "only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (the paper: on)."),
-    scales: str = typer.Option("1", "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the paper's "
-                               "multi-scale)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
+                                        "paper's; off for the squeeze preset, as its source tests)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the "
+                                         "paper's multi-scale; default: the scale the model was trained for)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
     max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Evaluate the first N images only."),
     oracle: Optional[str] = typer.Option(None, "--oracle", help="Replace outputs by ground truth: heatmaps | "
@@ -303,12 +406,16 @@ def eval_cmd(
     oracle_embeddings: str = typer.Option("gt", "--oracle-embeddings", help="With --oracle: gt (one true value "
                                           "per object: exact grouping) or trained (the network's embeddings, as "
                                           "in the paper's error analysis)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace results at --out from another evaluation "
+                                  "(other checkpoint, data or settings); the same evaluation may always rewrite them."),
 ) -> None:
     """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json.
 
@@ -318,9 +425,11 @@ def eval_cmd(
     from cornernet_cli.engine.evaluate import evaluate, metrics_tables
 
     m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
-                 scales=_parse_floats(scales, "--scales"), batch_size=batch_size, max_images=max_images,
+                 scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
+                 max_images=max_images,
                  oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
-                 params=DecodeConfig(centre_check=centre_check))
+                 params=DecodeConfig(centre_check=centre_check), offline=offline,
+                 exist_ok=exist_ok)
     if m["rank"] != 0:  # under torchrun the other processes only ran their share of the images
         return
     for table in metrics_tables(m):
@@ -332,12 +441,17 @@ def eval_cmd(
 def detect_cmd(
     inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns, video files, webcam indices "
                                        "(0) or video stream URLs (rtsp://, http(s)://)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (.safetensors) or a graph "
-                                              "from `cornernet export` (.onnx, run by onnxruntime); default: the "
-                                              "newest runs/*/best.safetensors."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, a name from `cornernet models` "
+                                             "such as cornernet-hg104-coco (downloaded on first use), or a graph "
+                                             "from `cornernet export` (.onnx, run by onnxruntime); default: "
+                                             "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Test-time flip (about 2x the network time)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
+                                        "time (default: on; off for the squeeze preset, as its source tests)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
+                                         "scale the model was trained for, stored in its checkpoint)."),
     amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
                             "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
@@ -349,14 +463,33 @@ def detect_cmd(
                                              "after N frames (default: until it ends or Ctrl-C)."),
     show: bool = typer.Option(False, "--show", help="Also show each result in a window (q or Esc: next source); "
                               "needs an OpenCV with a GUI and a display, else says why not and writes files only."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
+                                  "results (other checkpoint, inputs or settings); the same job may rewrite it."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to keep "
+                                          "(default: all the checkpoint's classes)."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="Also write YOLO label files: OUT/labels/<name>.txt, "
+                                  "one line 'class cx cy w h' a box (class index, centre and size as fractions "
+                                  "of the image), and OUT/labels/classes.txt with the class names."),
+    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: append each box's score to its "
+                                   "line."),
+    save_crop: bool = typer.Option(False, "--save-crop", help="Also save each box's pixels as "
+                                   "OUT/crops/<class>/<name>_<i>.jpg."),
 ) -> None:
     """Detect objects in images, folders, globs, videos, webcams and streams; draws boxes, writes detections.json."""
     from cornernet_cli.config import DecodeConfig
-    from cornernet_cli.detect import detect, report_table
+    from cornernet_cli.detect import Extras, detect, report_table
 
+    if save_conf and not save_txt:
+        raise CornerNetError("--save-conf needs --save-txt", 2)
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     with console.status("detecting") as status:
         report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
-                        params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp,
+                        scales=_parse_floats(scales, "--scales") if scales else None,
+                        params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
+                        exist_ok=exist_ok, classes=names,
+                        extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop),
                         max_frames=max_frames, show=show,
                         on_frame=lambda src, i, fps: status.update(f"{escape(src)}: frame {i + 1}, {fps:.1f} fps"))
     console.print(report_table(report))
@@ -373,20 +506,26 @@ def detect_cmd(
 @app.command("visualize-heatmaps")
 def visualize_heatmaps_cmd(
     image: Path = typer.Argument(..., help="Image file."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint (default: the newest "
-                                              "runs/*/best.safetensors)."),
+    checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
+                                             "original / mmdetection weights, or a name from `cornernet models`; "
+                                             "default: the newest runs/*/best.safetensors."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to show "
                                           "(default: the strongest)."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="COCO JSON or dataset folder with this image: also "
                                       "show the training targets."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
+    scale: Optional[float] = typer.Option(None, "--scale", min=0.01, help="Test scale (default: the one the "
+                                          "model was trained for)."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <image>_heatmaps.png)."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
+                                 "the cache (the error says which file to place where)."),
 ) -> None:
     """Draw one PNG: heatmaps, embeddings, offsets and decoded boxes (and, with --gt, the targets)."""
     from cornernet_cli.visualize import visualize_heatmaps
 
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device)
+    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
+                              scale=scale, offline=offline)
     console.print(f"wrote {path}")
 
 
@@ -411,6 +550,8 @@ def ablate_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed shared by every variant."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an ablation with other settings in --out "
+                                  "(its variants are trained and evaluated afresh); the same settings resume."),
 ) -> None:
     """The paper's ablations (corner pooling, penalty reduction, error analysis) with one budget; writes
     ablation.md and ablation.json. No study flag runs them all; a rerun skips finished variants."""
@@ -422,7 +563,7 @@ def ablate_cmd(
     result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
                           minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
                           split=split, flip=flip, max_images=max_images, seed=seed, workers=workers, device=device,
-                          console=Console(stderr=True))
+                          console=Console(stderr=True), exist_ok=exist_ok)
     if result.status == "interrupted":
         console.print(f"interrupted; finished variants are in {out}/ablation.md. Run the same command again to "
                       f"resume.")
@@ -454,16 +595,20 @@ def demo_cmd(
     console.print(f"[green]demo done[/] in {(time.perf_counter() - t0) / 60:.1f} min ({took} min)")
     console.print(f"  data:        {result.data_dir}")
     console.print(f"  checkpoint:  {result.checkpoint}")
-    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json)")
-    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files)")
+    console.print(f"  curves:      {result.checkpoint.parent / 'curves.png'}")
+    console.print(f"  evaluation:  {out / 'eval'} (results.json, metrics.json, pr_curve.png, threshold_curves.png, "
+                  f"confusion_matrix.png, errors.jpg)")
+    best = result.metrics.get("best_f1") or {}
+    shown = f", score >= {best['threshold']:.2f} (the best F1)" if best.get("threshold") is not None else ""
+    console.print(f"  detections:  {out / 'detections'} ({len(result.detections)} files{shown})")
     console.print(f"next: cornernet detect YOUR_IMAGE.jpg --checkpoint {result.checkpoint}")
 
 
 @app.command("bench")
 def bench_cmd(
-    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, small, "
-                               "small-fast, tiny."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    preset: str = typer.Option("small", "--preset", help="Model preset: hourglass-104, hourglass-52, squeeze, "
+                               "small, small-fast, tiny."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     input_size: int = typer.Option(511, "--input-size", min=8, help="Square network input in pixels."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward and per training step."),
     amp: str = typer.Option("off", "--amp", help="Autocast: bf16, fp16 (CUDA) or off."),

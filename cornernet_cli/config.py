@@ -15,8 +15,12 @@ from dataclasses import dataclass
 class ModelConfig:
     """A stacked-hourglass CornerNet. Defaults are the paper's Hourglass-104.
 
-    channels[i] / blocks[i] are the width and residual-block count of hourglass level i
-    (the last entry is the bottom level, whose block count is the number of residuals at the bottom).
+    channels[i] / blocks[i] are the width and block count of hourglass level i
+    (the last entry is the bottom level, whose block count is the number of blocks at the bottom).
+    block: "residual" (the paper's blocks, nearest-neighbour upsampling) or "fire" (CornerNet-Squeeze's fire
+    modules, transposed-convolution upsampling). output_stride: input pixels per output cell, 4 (one stride-2
+    residual after the 7x7/2 stem conv) or 8 (two, CornerNet-Squeeze). head_kernel: the kernel of each head's
+    first convolution (3 in the paper, 1 in CornerNet-Squeeze).
     """
 
     num_stacks: int = 2
@@ -29,13 +33,25 @@ class ModelConfig:
     num_classes: int = 80
     corner_pool: bool = True
     centre_head: bool = False  # also predict object centres (CenterNet-style triplets; not in the paper)
+    block: str = "residual"
+    output_stride: int = 4
+    head_kernel: int = 3
+
+    def __post_init__(self):
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        if self.output_stride not in (4, 8):
+            raise ValueError(f"output_stride must be 4 or 8, got {self.output_stride}")
+        if self.head_kernel not in (1, 3):
+            raise ValueError(f"head_kernel must be 1 or 3, got {self.head_kernel}")
 
     def to_dict(self) -> dict:
-        """The fields as a dict; centre_head only when True, so that checkpoints of models without the head
-        stay readable by versions that predate it."""
+        """The fields as a dict, without the later fields (centre_head, block, output_stride, head_kernel) that
+        hold their defaults, so that checkpoints of such models stay readable by versions that predate them."""
         d = dataclasses.asdict(self)
-        if not d["centre_head"]:
-            del d["centre_head"]
+        for name in _LATER_FIELDS:
+            if d[name] == _DEFAULTS[name]:
+                del d[name]
         return d
 
     @classmethod
@@ -45,8 +61,33 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        config = cls(**d)
+        config.check()
+        return config
 
+    def check(self) -> None:
+        """ValueError naming the field unless every size is a positive int, channels and blocks are equally
+        long (at least 2 levels: the hourglass's top and bottom), and the switches are booleans (configs read
+        from files are untrusted)."""
+        def positive(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            ok = (isinstance(v, bool) if f.name in ("corner_pool", "centre_head") else
+                  v in BLOCKS if f.name == "block" else  # the one string field
+                  isinstance(v, tuple) and len(v) > 0 and all(map(positive, v)) if f.name in ("channels", "blocks")
+                  else positive(v))
+            if not ok:
+                raise ValueError(f"model config {f.name}={v!r} is not valid")
+        if len(self.channels) != len(self.blocks) or len(self.channels) < 2:
+            raise ValueError(f"model config has {len(self.channels)} channels and {len(self.blocks)} blocks; "
+                             f"expected as many of each, at least 2")
+
+
+BLOCKS = ("residual", "fire")
+_LATER_FIELDS = ("centre_head", "block", "output_stride", "head_kernel")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 # Named sizes, listing only what differs from the paper's network.
 _SMALL = ModelConfig(
@@ -67,6 +108,10 @@ PRESETS: dict[str, ModelConfig] = {
     "small": _SMALL,
     # `small` with narrower prediction modules and heads: half the FLOPs, about 1.9x faster training on a CPU.
     "small-fast": dataclasses.replace(_SMALL, cnv_channels=64, pool_channels=32, head_channels=32),
+    # CornerNet-Squeeze (Law et al. 2019, CornerNet-Lite): fire-module hourglass, one more stride-2 stem residual,
+    # 1x1 head convolutions; 31,771,852 parameters at 80 classes (its released COCO network).
+    "squeeze": ModelConfig(channels=(256, 256, 384, 384, 512), blocks=(2, 2, 2, 2, 4), block="fire",
+                           output_stride=8, head_kernel=1),
     # For tests: a few thousand parameters, runs in milliseconds.
     "tiny": ModelConfig(
         num_stacks=2,
@@ -93,10 +138,10 @@ def model_config(preset: str, num_classes: int = 80, corner_pool: bool = True,
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Training-pipeline settings (paper: 511 input, crop scales 0.6..1.3, border 128)."""
+    """Training-pipeline settings (paper: 511 input, crop scales 0.6..1.3, border 128). The output map's
+    stride is the model's (ModelConfig.output_stride)."""
 
     input_size: int = 511
-    output_stride: int = 4
     random_scales: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
     border: int = 128
     flip: float = 0.5
@@ -106,17 +151,48 @@ class DataConfig:
     lighting: float = 0.1
     radius_mode: str = "object"  # object | fixed | none
     min_overlap: float = 0.3
+    test_scale: float = 1.0  # the test scale these crops imply (stored in checkpoints; eval / detect default to it)
+
+
+# The test procedure where a preset's source differs from the paper's (flip on, top 100 corners per type,
+# 1000 candidate boxes before soft-NMS). Scales, padding, soft-NMS and the 100 boxes kept are the same.
+PAPER_TEST = dict(flip=True, k=100, num_dets=1000)
+TEST_DEFAULTS: dict[str, dict] = {
+    # CornerNet-Lite's CornerNet_Squeeze.json: test_flipped false, top_k 20, num_dets 100.
+    "squeeze": dict(flip=False, k=20, num_dets=100),
+}
+
+
+# Fields that do not shape the network's layers (a starting checkpoint must agree on all the others).
+_LAYOUT_FREE = {"num_classes", "centre_head", "corner_pool"}
+
+
+def preset_of(config: ModelConfig) -> str | None:
+    """The preset whose layers `config` has (class count, centre head and pooling aside), or None."""
+    for name, preset in PRESETS.items():
+        if all(getattr(preset, f.name) == getattr(config, f.name)
+               for f in dataclasses.fields(ModelConfig) if f.name not in _LAYOUT_FREE):
+            return name
+    return None
+
+
+def preset_test_settings(config: ModelConfig | None) -> dict:
+    """flip, k and num_dets of the test procedure for a network of `config`: those of the preset it is
+    (`preset_of`), else (or for None) the paper's."""
+    preset = preset_of(config) if config is not None else None
+    return {**PAPER_TEST, **TEST_DEFAULTS.get(preset, {})}
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
     """Decoding and post-processing settings (the paper's values). Test-time flip and scales are arguments
-    of the inference functions, not part of this."""
+    of the inference functions, not part of this. k / num_dets None: the model's preset's
+    (`preset_test_settings`: 100 / 1000, the paper's; 20 / 100 for squeeze)."""
 
-    k: int = 100
+    k: int | None = None
     kernel: int = 3
     ae_threshold: float = 0.5
-    num_dets: int = 1000
+    num_dets: int | None = None
     max_per_image: int = 100
     nms: str = "gaussian"  # gaussian | linear | hard | none (postprocess.soft_nms)
     nms_sigma: float = 0.5
@@ -149,19 +225,29 @@ class TrainConfig:
     val_scales: tuple[float, ...] = (1.0,)  # test scales of the periodic validation (no flip)
     workers: int = 4
     seed: int = 0
+    time_budget: float = 0.0  # minutes of training-step time; > 0: the schedule follows the budget, not `iters`
+    time_clock: str = "cpu"  # cpu (process CPU time, threads summed) | wall
+    weights: str = ""  # checkpoint the run starts from (fine-tuning); "" : random initialisation
+    freeze: str = "none"  # none | backbone (train only the prediction modules)
 
 
-# Per-preset defaults of `cornernet train` (anything given on the command line wins).
-# hourglass-104 / -52: the paper's COCO schedule. small / tiny: CPU recipes (see docs/recipes.md).
+# Per-preset defaults of a training run (cornernet_cli.engine.settings.train_settings applies them; anything
+# given explicitly wins). hourglass-104 / -52: the paper's COCO schedule and crops. The CPU presets: the
+# budget recipe of docs/recipes.md (time budget, cosine, weight averaging, centre head, crops and test scale
+# chosen from the data's box sizes). tiny: tests.
+_PAPER = dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,), warmup_iters=0,
+              workers=4, auto_scale=False)
+_CPU_RECIPE = dict(input_size=256, batch_size=8, time_budget=25.0, lr=1e-3, lr_schedule="cosine", warmup_iters=50,
+                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True)
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "hourglass-104": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
-                          warmup_iters=0, workers=4),
-    "hourglass-52": dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,),
-                         warmup_iters=0, workers=4),
-    "small": dict(input_size=256, batch_size=8, iters=3000, lr=1e-3, lr_steps=(2400,), warmup_iters=100,
-                  workers=2, grad_clip=10.0),
-    "small-fast": dict(input_size=256, batch_size=8, iters=3000, lr=1e-3, lr_steps=(2400,), warmup_iters=100,
-                       workers=2, grad_clip=10.0),
+    "hourglass-104": _PAPER,
+    "hourglass-52": _PAPER,
+    "small": _CPU_RECIPE,
+    "small-fast": _CPU_RECIPE,
+    # CornerNet-Lite's CornerNet_Squeeze.json: the paper's schedule with batch 55 and crop scales 0.6..1.4.
+    "squeeze": dict(_PAPER, batch_size=55, random_scales=(0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)),
     "tiny": dict(input_size=128, batch_size=4, iters=200, lr=1e-3, lr_steps=(160,), warmup_iters=10,
-                 workers=0, grad_clip=10.0),
+                 workers=0, grad_clip=10.0, auto_scale=False),
 }
+DEFAULT_PRESET = "small-fast"
+FINETUNE_LR_FACTOR = 0.5  # fine-tuning starts at half the preset's learning rate

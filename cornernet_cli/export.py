@@ -7,7 +7,8 @@ export covers its own size; a dynamic export (batch, height and width free) cove
 
 Graph: input ``images`` float32 [B, 3, H, W] (BGR, normalised like the PyTorch pipeline); outputs the last
 stack's raw heads ``tl_heat, br_heat`` [B, C, h, w] logits, ``tl_emb, br_emb`` [B, 1, h, w],
-``tl_off, br_off`` [B, 2, h, w], with h = ceil(H/4), w = ceil(W/4); a model trained with a centre head
+``tl_off, br_off`` [B, 2, h, w], with h = ceil(H/s), w = ceil(W/s) for the model's output stride s (4; 8 for
+the squeeze preset, stored as ``cornernet_output_stride``); a model trained with a centre head
 also outputs ``ct_heat`` [B, C, h, w] and ``ct_off`` [B, 2, h, w] (CENTRE_NAMES). The ONNX metadata holds the class
 names, category ids, model config, the checkpoint's `extra` (training settings) and `max_size`, so that
 `cornernet detect` / `eval` (cornernet_cli.engine.onnx_runner) run the graph on their own.
@@ -28,7 +29,6 @@ from cornernet_cli.errors import CornerNetError
 
 OUTPUT_NAMES = ("tl_heat", "br_heat", "tl_emb", "br_emb", "tl_off", "br_off")
 CENTRE_NAMES = ("ct_heat", "ct_off")
-STRIDE = 4
 
 
 def _heads(outputs) -> tuple[torch.Tensor, ...]:
@@ -59,11 +59,13 @@ class ExportSummary:
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = False, height: int = 511,
-                width: int = 511, max_size: int = 2048, opset: int = 17, verify: bool = True) -> ExportSummary:
+                width: int = 511, max_size: int = 2048, opset: int = 17, verify: bool = True,
+                offline: bool = False) -> ExportSummary:
     """Export `checkpoint` to the ONNX file `out`.
 
     Args:
-        checkpoint: a cornernet safetensors checkpoint.
+        checkpoint: a cornernet safetensors checkpoint, original / mmdetection weights or a named model
+            (see `cornernet_cli.hub`).
         out: the .onnx file to write.
         dynamic: free batch, height and width (corner pooling sized for `max_size`); otherwise the graph
             takes exactly [1, 3, height, width].
@@ -72,21 +74,24 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
         opset: ONNX opset version.
         verify: run the graph with onnxruntime (when installed) on a random input of the example size and
             report the max abs difference to PyTorch.
+        offline: never download a named model.
     """
     from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.hub import resolve_weights
     from cornernet_cli.model import set_export_mode
 
     try:
         import onnx
     except ImportError:
         raise CornerNetError("ONNX export needs the onnx package: pip install 'cornernet[onnx]'") from None
-    if height < STRIDE or width < STRIDE:
-        raise CornerNetError(f"input size {height}x{width} is too small (at least {STRIDE} pixels a side)")
     if dynamic and max_size < max(height, width):
         raise CornerNetError(f"--max-size {max_size} is smaller than the example input {height}x{width}")
 
-    model, meta = load_model(checkpoint)
-    set_export_mode(model, True, max_len=math.ceil(max_size / STRIDE) if dynamic else None)
+    model, meta = load_model(resolve_weights(checkpoint, offline=offline))
+    stride = model.output_stride
+    if height < stride or width < stride:
+        raise CornerNetError(f"input size {height}x{width} is too small (at least {stride} pixels a side)")
+    set_export_mode(model, True, max_len=math.ceil(max_size / stride) if dynamic else None)
     wrapper = _LastStackHeads(model).eval()
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     names = OUTPUT_NAMES + (CENTRE_NAMES if meta["model_config"].centre_head else ())
@@ -109,7 +114,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
              "cornernet_category_ids": json.dumps(meta["category_ids"]),
              "cornernet_extra": json.dumps(meta["extra"]),
              "cornernet_max_size": str(max_size if dynamic else max(height, width)),
-             "cornernet_output_stride": str(STRIDE)}
+             "cornernet_output_stride": str(stride)}
     for key, value in props.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)

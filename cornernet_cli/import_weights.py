@@ -1,7 +1,9 @@
-"""Import COCO-trained CornerNet weights from the original code (princeton-vl/CornerNet) or mmdetection.
+"""Import COCO-trained CornerNet weights from the original code (princeton-vl/CornerNet), mmdetection, or
+CornerNet-Squeeze (princeton-vl/CornerNet-Lite).
 
-Both sources build the same network as ours (stacked hourglass, corner pooling modules, 3x3 + 1x1 heads);
-only the parameter names differ. The import is a pure renaming of tensors (plus, for mmdetection, a
+The sources build the same networks as ours (stacked hourglass, corner pooling modules, 3x3 + 1x1 heads; for
+CornerNet-Squeeze our `squeeze` preset: fire modules, stride 8, 1x1 + 1x1 heads); only the parameter names
+differ. The import is a pure renaming of tensors (plus, for mmdetection, a
 reordering of the stem's input channels, see below), so the imported network computes the source
 network's outputs up to float32 rounding.
 
@@ -11,6 +13,9 @@ unpickled, so a file that would run code when unpickled is refused):
 - ``original``: the ``torch.save`` file of the whole network's state dict, every key prefixed ``module.``
   (e.g. ``module.kps.0.up1.0.conv1.weight``, ``module.tl_cnvs.1.p1_conv1.conv.weight``).
   Its input is BGR, ``(pixel / 255 - mean) / std`` with the original's COCO mean and std.
+- ``squeeze``: CornerNet-Lite's ``CornerNet_Squeeze_500000.pkl``, the same kind of file (keys prefixed
+  ``module.``, e.g. ``module.hg.hgs.0.up1.0.conv_3x3.weight``, ``module.tl_modules.0.p1_conv1.conv.weight``,
+  ``module.tl_heats.0.0.conv.weight``) with the same input convention.
 - ``mmdetection``: a checkpoint dict whose ``state_dict`` holds ``backbone.*`` (HourglassNet) and
   ``bbox_head.*`` (CornerHead) tensors. mmdetection feeds RGB images normalised as ``(255 p - M) / S``
   (ImageNet statistics); our pipeline feeds BGR ``(p - mean) / std`` (the original's COCO statistics,
@@ -37,7 +42,7 @@ from cornernet_cli.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from cornernet_cli.config import PRESETS, ModelConfig, model_config
 from cornernet_cli.errors import CornerNetError
 
-FORMATS = ("original", "mmdetection")
+FORMATS = ("original", "mmdetection", "squeeze")
 
 # The source's input convention, stored in the checkpoint's `extra` for reference.
 MMDET_MEAN_RGB = (123.675, 116.28, 103.53)
@@ -48,6 +53,7 @@ SOURCE_INPUT = {
     "mmdetection": {"channel_order": "rgb (stem converted to take bgr with our std)", "scale": 1.0,
                     "mean": list(MMDET_MEAN_RGB), "std": list(MMDET_STD_RGB)},
 }
+SOURCE_INPUT["squeeze"] = SOURCE_INPUT["original"]
 
 _STEM_CONV = "backbone.stem.0.0.weight"
 
@@ -60,6 +66,9 @@ _POOL_MMDET = {"direction1_conv.conv": "branch1.0", "direction1_conv.bn": "branc
                "aftpool_conv.conv": "p_conv", "aftpool_conv.bn": "p_bn", "conv1.conv": "skip_conv",
                "conv1.bn": "skip_bn", "conv2.conv": "out.0", "conv2.bn": "out.1"}
 _HEADS_ORIGINAL = {"heats": "heat", "tags": "emb", "regrs": "off"}
+_HEADS_SQUEEZE = {"heats": "heat", "tags": "emb", "offs": "off"}
+# Names that tell the two princeton-vl layouts apart (for a hint when --format is the other one).
+_LAYOUT_MARK = {"original": "kps.", "squeeze": "hg.hgs."}
 _LEAF = r"(?P<leaf>weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
@@ -71,20 +80,26 @@ def _pool_rules(table: dict[str, str], source_prefix: str) -> list[tuple[str, st
 def _rules(fmt: str) -> list[tuple[re.Pattern, str]]:
     """Ordered (pattern, replacement) pairs; a key takes the first rule whose pattern matches it whole."""
     n = r"(?P<n>\d+)"
-    if fmt == "original":
+    if fmt in ("original", "squeeze"):
+        # The two princeton-vl codebases name the same parts differently: CornerNet's backbone tensors sit at
+        # the top level (hourglasses `kps`), CornerNet-Lite's under `hg.` (hourglasses `hg.hgs`); the
+        # corner-pool modules are `tl_cnvs` / `tl_modules`, the offset heads `regrs` / `offs`. Squeeze's fire
+        # modules, second stem residual (`pre.2`) and transposed convolutions (`up2`) carry our names already.
+        hg, hourglasses, pools, heads = (("", "kps", "cnvs", _HEADS_ORIGINAL) if fmt == "original"
+                                         else (r"hg\.", r"hg\.hgs", "modules", _HEADS_SQUEEZE))
         rules = [
-            (r"pre\.0\.conv\.(?P<r>.+)", r"backbone.stem.0.0.\g<r>"),
-            (r"pre\.0\.bn\.(?P<r>.+)", r"backbone.stem.0.1.\g<r>"),
-            (r"pre\.1\.(?P<r>.+)", r"backbone.stem.1.\g<r>"),
-            (rf"kps\.{n}\.(?P<r>.+)", r"backbone.hourglasses.\g<n>.\g<r>"),
-            (rf"cnvs\.{n}\.conv\.(?P<r>.+)", r"backbone.cnvs.\g<n>.0.\g<r>"),
-            (rf"cnvs\.{n}\.bn\.(?P<r>.+)", r"backbone.cnvs.\g<n>.1.\g<r>"),
-            (rf"inters_\.{n}\.(?P<r>.+)", r"backbone.inters_.\g<n>.\g<r>"),
-            (rf"cnvs_\.{n}\.(?P<r>.+)", r"backbone.cnvs_.\g<n>.\g<r>"),
-            (rf"inters\.{n}\.(?P<r>.+)", r"backbone.inters.\g<n>.\g<r>"),
-            *_pool_rules(_POOL_ORIGINAL, rf"(?P<c>tl|br)_cnvs\.{n}"),
+            (rf"{hg}pre\.0\.conv\.(?P<r>.+)", r"backbone.stem.0.0.\g<r>"),
+            (rf"{hg}pre\.0\.bn\.(?P<r>.+)", r"backbone.stem.0.1.\g<r>"),
+            (rf"{hg}pre\.(?P<i>[12])\.(?P<r>.+)", r"backbone.stem.\g<i>.\g<r>"),
+            (rf"{hourglasses}\.{n}\.(?P<r>.+)", r"backbone.hourglasses.\g<n>.\g<r>"),
+            (rf"{hg}cnvs\.{n}\.conv\.(?P<r>.+)", r"backbone.cnvs.\g<n>.0.\g<r>"),
+            (rf"{hg}cnvs\.{n}\.bn\.(?P<r>.+)", r"backbone.cnvs.\g<n>.1.\g<r>"),
+            (rf"{hg}inters_\.{n}\.(?P<r>.+)", r"backbone.inters_.\g<n>.\g<r>"),
+            (rf"{hg}cnvs_\.{n}\.(?P<r>.+)", r"backbone.cnvs_.\g<n>.\g<r>"),
+            (rf"{hg}inters\.{n}\.(?P<r>.+)", r"backbone.inters.\g<n>.\g<r>"),
+            *_pool_rules(_POOL_ORIGINAL, rf"(?P<c>tl|br)_{pools}\.{n}"),
         ]
-        for src, dst in _HEADS_ORIGINAL.items():
+        for src, dst in heads.items():
             rules += [(rf"(?P<c>tl|br)_{src}\.{n}\.0\.conv\.(?P<r>weight|bias)",
                        rf"predictions.\g<n>.\g<c>_{dst}.0.\g<r>"),
                       (rf"(?P<c>tl|br)_{src}\.{n}\.1\.(?P<r>weight|bias)",
@@ -178,17 +193,18 @@ def infer_config(state: dict[str, torch.Tensor], *, origin: str = "source") -> M
             raise CornerNetError(f"cannot infer the network size from {origin}: no tensor for {key}")
         return state[key]
 
+    # Both block kinds (residual, fire) end in a BatchNorm `bn2` of the block's output width.
     def count(prefix: str) -> int:
-        return sum(1 for k in state if re.fullmatch(re.escape(prefix) + r"\d+\.conv1\.weight", k))
+        return sum(1 for k in state if re.fullmatch(re.escape(prefix) + r"\d+\.bn2\.weight", k))
 
     num_stacks = len({k.split(".")[2] for k in state if k.startswith("backbone.hourglasses.")})
     channels, blocks = [], []
     p = "backbone.hourglasses.0."
     while True:
-        channels.append(int(get(p + "up1.0.conv1.weight").shape[0]))
+        channels.append(int(get(p + "up1.0.bn2.weight").shape[0]))
         blocks.append(count(p + "up1."))
-        if p + "low2.up1.0.conv1.weight" not in state:
-            channels.append(int(get(p + "low1.0.conv1.weight").shape[0]))
+        if p + "low2.up1.0.bn2.weight" not in state:
+            channels.append(int(get(p + "low1.0.bn2.weight").shape[0]))
             blocks.append(count(p + "low2."))
             break
         p += "low2."
@@ -202,6 +218,9 @@ def infer_config(state: dict[str, torch.Tensor], *, origin: str = "source") -> M
         pool_channels=int(get("predictions.0.tl_pool.branch1.0.weight").shape[0]),
         head_channels=int(get("predictions.0.tl_heat.0.weight").shape[0]),
         num_classes=int(heat.shape[0]),
+        block="fire" if "backbone.hourglasses.0.up1.0.conv_3x3.weight" in state else "residual",
+        output_stride=8 if "backbone.stem.2.conv1.weight" in state else 4,
+        head_kernel=int(get("predictions.0.tl_heat.0.weight").shape[-1]),
     )
 
 
@@ -229,22 +248,34 @@ def read_source(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # truncated files, other formats
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CornerNetError(f"{path} is not a readable torch.save file: {reason}") from None
+    return source_state(obj, fmt, origin=path)
+
+
+def source_state(obj: object, fmt: str, *, origin: str | Path = "source") -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded source file `obj` (mmdetection: its ``state_dict``), ``module.`` stripped.
+
+    Tensors are taken as they are (any device, meta included: the key / shape manifests of the released files
+    are checked this way without allocating them). `origin` names the file in errors."""
     if not isinstance(obj, dict):
-        raise CornerNetError(f"{path} holds a {type(obj).__name__}, expected a state dict")
+        raise CornerNetError(f"{origin} holds a {type(obj).__name__}, expected a state dict")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        if fmt == "original":
-            raise CornerNetError(f"{path} looks like an mmdetection checkpoint (it has 'state_dict'); "
+        if fmt != "mmdetection":
+            raise CornerNetError(f"{origin} looks like an mmdetection checkpoint (it has 'state_dict'); "
                                  "use --format mmdetection")
         obj = obj["state_dict"]
     elif fmt == "mmdetection" and not any(str(k).startswith(("backbone.", "module.backbone.")) for k in obj):
-        raise CornerNetError(f"{path} has no 'state_dict' and no backbone.* tensors: not an mmdetection "
+        raise CornerNetError(f"{origin} has no 'state_dict' and no backbone.* tensors: not an mmdetection "
                              "checkpoint (use --format original for the original CornerNet)")
     state = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise CornerNetError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise CornerNetError(f"{origin}: entry {key!r} is a {type(value).__name__}, not a tensor")
         key = str(key)
         state[key[len("module."):] if key.startswith("module.") else key] = value
+    for other, mark in _LAYOUT_MARK.items():
+        if fmt in _LAYOUT_MARK and other != fmt and any(k.startswith(mark) for k in state):
+            kind = "CornerNet-Squeeze" if other == "squeeze" else "original CornerNet"
+            raise CornerNetError(f"{origin} has {mark}* tensors, the {kind}'s layout; use --format {other}")
     return state
 
 
@@ -295,16 +326,52 @@ class ImportSummary:
     filled_counters: int
 
 
+def fit_state(state: dict[str, torch.Tensor], config: ModelConfig, *, source_names: dict[str, str] | None = None,
+              origin: str = "source", network: str = "the inferred network"
+              ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], int]:
+    """Check that `state` (our names, from rename_state_dict) fills exactly the network of `config`.
+
+    Returns (that network on the meta device, `state` with absent ``num_batches_tracked`` counters added as 0
+    and dtypes matched to the network's, the number of counters added), ready for
+    ``load_state_dict(state, assign=True)``. Raises CornerNetError naming unfilled target keys, unused source keys
+    (by their source names when `source_names` maps ours to them) and shape mismatches.
+    """
+    from cornernet_cli.model.cornernet import CornerNet
+
+    with torch.device("meta"):
+        model = CornerNet.from_config(config)
+    target = model.state_dict()
+    state, filled = dict(state), 0
+    for key, value in target.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=value.dtype)
+            filled += 1
+    names = source_names or {}
+    missing = [k for k in target if k not in state]
+    unused = [names.get(k, k) for k in state if k not in target]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+             for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unused or wrong:
+        parts = []
+        for label, keys in (("unfilled target keys", missing), ("unused source keys", unused),
+                            ("shape mismatches", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label}: {_short(keys)}")
+        raise CornerNetError(f"{origin} does not fit {network}: " + "; ".join(parts))
+    state = {k: v.to(target[k].dtype) if v.dtype != target[k].dtype else v for k, v in state.items()}
+    return model, state, filled
+
+
 def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str = "coco",
                    preset: str | None = None) -> ImportSummary:
-    """Convert the CornerNet weights at `src` (format ``original`` or ``mmdetection``) into our checkpoint `out`.
+    """Convert the CornerNet weights at `src` (format ``original``, ``mmdetection`` or ``squeeze``) into our
+    checkpoint `out`.
 
     The network size is read from the tensor shapes (or taken from `preset`, then checked). Every source
     tensor must land on one of ours and every one of ours must be filled; otherwise CornerNetError names
     the keys. The result loads with `cornernet_cli.engine.checkpoint.load_model`.
     """
     from cornernet_cli.engine.checkpoint import save_checkpoint
-    from cornernet_cli.model.cornernet import CornerNet
 
     src = Path(src)
     state, source_names = rename_state_dict(read_source(src, fmt), fmt, origin=str(src))
@@ -316,26 +383,8 @@ def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str =
             raise CornerNetError(f"--preset: {e}") from None
     names, ids = read_classes(classes, config.num_classes)
 
-    with torch.device("meta"):
-        model = CornerNet.from_config(config)
-    target = model.state_dict()
-    filled = 0
-    for key, value in target.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros((), dtype=value.dtype)
-            filled += 1
-    missing = [k for k in target if k not in state]
-    unused = [source_names.get(k, k) for k in state if k not in target]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-             for k in target if k in state and state[k].shape != target[k].shape]
-    if missing or unused or wrong:
-        parts = []
-        for label, keys in (("unfilled target keys", missing), ("unused source keys", unused),
-                            ("shape mismatches", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {label}: {_short(keys)}")
-        raise CornerNetError(f"{src} does not fit {preset or 'the inferred network'}: " + "; ".join(parts))
-    state = {k: v.to(target[k].dtype) if v.dtype != target[k].dtype else v for k, v in state.items()}
+    model, state, filled = fit_state(state, config, source_names=source_names, origin=str(src),
+                                     network=preset or "the inferred network")
     model.load_state_dict(state, strict=True, assign=True)
     extra = {"imported_from": fmt, "source": str(src), "source_input": SOURCE_INPUT[fmt]}
     save_checkpoint(out, model, class_names=names, category_ids=ids, extra=extra)

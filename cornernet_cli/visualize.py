@@ -3,8 +3,9 @@
 Panels (2 x 4, all in image pixels; output-map cells are 4 input pixels, drawn as blocks):
 decoded boxes with their paired corners joined | top-left heatmap (max over classes) | bottom-right heatmap |
 embeddings of the top corners as colours | offsets of the top corners (arrows, magnified) | the strongest
-classes (or --classes), top-left in red and bottom-right in blue | with --gt, the training targets for the
-same image at the same geometry: gaussians with their radii as circles.
+classes (or --classes), top-left in red and bottom-right in blue | for a model with a centre head, its centre
+heatmap (in place of the last class panel) | with --gt, the training targets for the same image at the same
+geometry: gaussians with their radii as circles.
 """
 
 from __future__ import annotations
@@ -121,18 +122,21 @@ def visualize_heatmaps(
     classes: Sequence[str] | None = None,
     gt: str | Path | None = None,
     device: str = "cpu",
-    scale: float = 1.0,
+    scale: float | None = None,
     top_k: int = 20,
     threshold: float = 0.3,
     runs_dir: str | Path = "runs",
+    offline: bool = False,
 ) -> Path:
     """Render the heatmaps, embeddings, offsets and decoded boxes of `checkpoint` on one image to a PNG.
 
-    checkpoint: default the newest runs/*/best.safetensors. classes: class names for the per-class panels
-    (default: the two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the
-    training targets. scale: test scale. top_k: corners per type shown in the embedding / offset panels.
-    threshold: boxes above it are drawn (the best five when none is). Returns the PNG path (default
-    <image stem>_heatmaps.png next to the working directory).
+    checkpoint: a checkpoint file, original / mmdetection weights or a named model (`cornernet_cli.hub`);
+    default the newest runs/*/best.safetensors. classes: class names for the per-class panels (default: the
+    two or three strongest). gt: COCO JSON (or dataset folder) holding the image, to show the training
+    targets. scale: test scale (None: the one the checkpoint was trained for). top_k: corners per type shown
+    in the embedding / offset panels. threshold: boxes above it are drawn (the best five when none is).
+    offline: never download a named model. Returns the PNG path (default <image stem>_heatmaps.png next to
+    the working directory).
     """
     import matplotlib
 
@@ -141,13 +145,16 @@ def visualize_heatmaps(
     from matplotlib.patches import Circle, Rectangle
 
     from cornernet_cli.data.image_io import read_image
-    from cornernet_cli.detect import newest_checkpoint
-    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.detect import find_checkpoint
+    from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.targets import encode_targets, gaussian_radius
 
     image_path = Path(image_path)
-    ckpt = Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs_dir)
+    device = resolve_device(device)
+    ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
     model, meta = load_model(ckpt, device=device)
+    scale = test_scales(meta, (scale,) if scale else None)[0]
     names: list[str] = meta["class_names"]
     for c in classes or []:
         if c not in names:
@@ -173,7 +180,8 @@ def visualize_heatmaps(
 
     strength = torch.maximum(tl_p.amax(dim=(1, 2)), br_p.amax(dim=(1, 2)))
     chosen = list(classes) if classes else [names[i] for i in torch.argsort(strength, descending=True)[:3].tolist()]
-    n_class_panels = 2 if gt is not None else 3
+    ct_p = torch.sigmoid(outputs.ct_heat[0]) if outputs.ct_heat is not None else None
+    n_class_panels = (2 if gt is not None else 3) - (ct_p is not None)
     chosen = chosen[:n_class_panels]
 
     aspect = height / width
@@ -245,8 +253,16 @@ def visualize_heatmaps(
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"offsets at the top corners\ncell origin -> predicted corner (arrows x{magnify:g})", fontsize=10)
 
-    # 6-7(8). strongest / chosen classes
+    # 6-7(8). strongest / chosen classes; the centre heatmap takes the last of these panels when there is one
     panels = [axes[1, 1], axes[1, 2]] + ([] if gt is not None else [axes[1, 3]])
+    if ct_p is not None:
+        ax = panels.pop()
+        ax.imshow(grey, cmap="gray", extent=(0, width, height, 0), vmin=0, vmax=1)
+        im = ax.imshow(show(ct_p.amax(dim=0)), cmap="viridis", alpha=0.65, vmin=0, vmax=1,
+                       extent=(0, width, height, 0))
+        fig.colorbar(im, ax=ax, fraction=0.035, pad=0.01)
+        ax.set_title(f"centre heatmap (--centre-head)\nmax over {len(names)} classes (peak {float(ct_p.max()):.2f})",
+                     fontsize=10)
     for ax, name in zip(panels, chosen):
         i = names.index(name)
         ax.imshow(_overlay(grey, show(tl_p[i]), show(br_p[i])), extent=(0, width, height, 0))

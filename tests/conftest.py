@@ -1,4 +1,7 @@
-"""Shared fixtures: seeded RNGs, the shared datasets folder, single-threaded torch for stable timings."""
+"""Shared fixtures: seeded RNGs, the shared datasets folder, single-threaded torch for stable timings.
+
+Where the shared datasets are missing the tests that need them are skipped, or fail under CI
+(tests/support.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from tests.support import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -24,5 +29,5 @@ def _seed():
 @pytest.fixture
 def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"{SHARED_DATASETS} not present")
+        skip_or_fail(f"{SHARED_DATASETS} not present")
     return SHARED_DATASETS

@@ -33,6 +33,29 @@ def test_bench_cli_writes_every_metric(tmp_path):
     assert sum(r["detect_stages_ms"].values()) > 0
 
 
+def test_detect_stage_times_add_up_to_the_wall_time():
+    """The per-stage split that `cornernet bench` reports (StageTimer) covers each detect call end to end: the
+    stages' sum per image matches the wall time measured around the calls, here, independently."""
+    import time
+
+    import numpy as np
+
+    from cornernet_cli.engine.inference import StageTimer, detect_images
+
+    model = build_model("tiny", 3).eval()
+    images = [np.random.default_rng(i).integers(0, 255, (60, 80, 3), dtype=np.uint8) for i in range(2)]
+    timer = StageTimer()
+    wall = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        detect_images(model, images, flip=True, timer=timer)
+        wall += time.perf_counter() - start
+    stages = timer.per_image_ms()
+    total = stages.pop("total")
+    assert total == pytest.approx(sum(stages.values())) and min(stages.values()) > 0
+    assert 0.8 * wall <= total * timer.images / 1000 <= wall, (total, wall)
+
+
 def test_bench_rejects_bad_settings():
     with pytest.raises(CornerNetError, match="fp16"):
         run_bench(preset="tiny", amp="fp16")

@@ -73,17 +73,24 @@ def test_other_safetensors_file(tmp_path):
         load_model(other)
 
 
-def test_other_architecture(tmp_path):
-    """A checkpoint whose tensors do not fit the architecture its metadata names."""
+@pytest.mark.parametrize("other,message", [
+    ("small", r"forged.safetensors: its model_config asks for at least 1,792,864 parameters in 23 tensors but the "
+              r"file holds 159,372 in 432; refused before allocating"),
+    ({"pool_channels": 4}, r"forged.safetensors: its tensors do not fit its model_config: \d+ shape mismatch"),
+], ids=["larger network", "same size, other shapes"])
+def test_other_architecture(tmp_path, other, message):
+    """A checkpoint whose tensors do not fit the architecture its metadata names: refused from the header,
+    before the network is built (a larger one by the size bound, one of similar size by the shapes)."""
     path = save_checkpoint(tmp_path / "tiny.safetensors", build_model("tiny", 2), class_names=["a", "b"])
     state, _ = read_checkpoint(path)
-    small = build_model("small", 2)
+    config = (build_model(other, 2).config.to_dict() if isinstance(other, str)
+              else {**build_model("tiny", 2).config.to_dict(), **other})
     raw_meta = {"format": "cornernet-checkpoint", "version": "1",
-                "model_config": json.dumps(small.config.to_dict()), "class_names": json.dumps(["a", "b"]),
+                "model_config": json.dumps(config), "class_names": json.dumps(["a", "b"]),
                 "category_ids": json.dumps([1, 2]), "extra": "{}"}
     forged = tmp_path / "forged.safetensors"
     save_file(state, str(forged), metadata=raw_meta)
-    with pytest.raises(CornerNetError, match=r"forged.safetensors does not fit.*shape mismatch"):
+    with pytest.raises(CornerNetError, match=message):
         load_model(forged)
 
 

@@ -185,7 +185,10 @@ def test_coco_converter_keeps_ids_and_reports(tmp_path: Path):
     assert ds.targets(0)[1].tolist() == [0]  # the crowd box is kept in the JSON but not a target
     saved = json.loads((out / "annotations" / "train.json").read_text())
     assert sorted(a["iscrowd"] for a in saved["annotations"]) == [0, 1]
-    prepare_data(format="coco", source=src, out=tmp_path / "nocrowd", strict=False)
+    again = prepare_data(format="coco", source=src, out=tmp_path / "nocrowd", strict=False)  # strict=False: default
+    assert _kinds(again).keys() == k.keys()
+    assert json.loads((tmp_path / "nocrowd" / "annotations" / "train.json").read_text())["annotations"] == \
+        saved["annotations"]
     with pytest.raises(CornerNetError, match="--strict"):
         prepare_data(format="coco", source=src, out=tmp_path / "s", strict=True)
 

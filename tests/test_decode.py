@@ -1,4 +1,5 @@
-"""Decoding, soft-NMS and post-processing against hand-worked cases and plain reference versions."""
+"""Decoding, soft-NMS and post-processing against hand-worked cases and plain reference versions (the decoder's
+reference, tests/reference.py, is NumPy loops that import nothing from the package)."""
 
 import math
 
@@ -6,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from cornernet_cli.bench import decode_reference, same_detections, synthetic_heads
+from cornernet_cli.bench import synthetic_heads
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.decode import decode, topk_corners
+from cornernet_cli.decode import decode, topk_corners, topk_maxpool
 from cornernet_cli.postprocess import detections_to_image, merge_detections, soft_nms, to_coco_results
+from tests.reference import assert_same_rows, decode_reference, local_maxima_topk
 
 
 def test_decode_hand_worked():
@@ -37,17 +39,48 @@ def test_decode_hand_worked():
     assert (flipped[0, :, 4] < 0.5).all()
 
 
+def _untied_heads(**kw) -> tuple[torch.Tensor, ...]:
+    """synthetic_heads with a little noise on the heatmaps: their background is clamped to one logit, and among
+    exactly tied scores which ones fill the last of the k places is arbitrary (in the package and anywhere)."""
+    heads = synthetic_heads(**kw)
+    g = torch.Generator().manual_seed(kw.get("seed", 0) + 100)
+    return (heads[0] + 1e-3 * torch.randn(heads[0].shape, generator=g),
+            heads[1] + 1e-3 * torch.randn(heads[1].shape, generator=g), *heads[2:])
+
+
 @pytest.mark.parametrize("kernel", [1, 3, 5])
-def test_decode_equals_reference(kernel):
-    heads = synthetic_heads(batch=2, classes=6, size=24, objects=12, seed=kernel)
+def test_corner_selection_equals_reference(kernel):
+    """Which corners are picked (class, cell) and their scores, for the fast path and the max-pool original."""
+    heads = _untied_heads(batch=2, classes=6, size=24, objects=12, seed=kernel)
+    noise = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(kernel))
+    for heat, k in [(heads[0], 5), (heads[1], 40), (noise, 20)]:
+        _, c, h, w = heat.shape
+        for select in (topk_corners, topk_maxpool):
+            scores, index = select(heat, k=k, kernel=kernel)
+            for b in range(len(heat)):
+                want = local_maxima_topk(heat[b].numpy(), k=k, kernel=kernel)
+                assert len({t[0] for t in want}) == len(want)  # no ties: the order is defined
+                n = len(want)  # fewer than k maxima: the rest of the k places are non-maxima scored 0
+                assert (scores[b, n:] == 0).all()
+                np.testing.assert_allclose(scores[b, :n].numpy(), [t[0] for t in want], atol=1e-6, rtol=0)
+                got_cells = [(i // (h * w), i % (h * w) // w, i % w) for i in index[b, :n].tolist()]
+                assert got_cells == [t[1:] for t in want], select.__name__
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("ae_threshold", [0.5, 2.0])
+def test_decode_equals_reference(kernel, ae_threshold):
+    heads = _untied_heads(batch=2, classes=6, size=24, objects=12, seed=kernel)
     for k in (5, 40):
-        a = decode(*heads, k=k, kernel=kernel, num_dets=min(300, k * k))
-        b = decode_reference(*heads, k=k, kernel=kernel, num_dets=min(300, k * k))
-        assert a.shape == b.shape
-        assert same_detections(a, b)
+        got = decode(*heads, k=k, kernel=kernel, ae_threshold=ae_threshold, num_dets=k * k)  # nothing cut
+        want = decode_reference(*(t.numpy() for t in heads), k=k, kernel=kernel, ae_threshold=ae_threshold)
+        if k == 40:
+            assert sum(len(x) for x in want) >= 10  # pairs exist to compare
+        assert_same_rows(got, want)
 
 
-def test_decode_fallback_path_and_noise():
+@pytest.mark.parametrize("ae_threshold", [0.5, 2.0])
+def test_decode_fallback_path_and_noise(ae_threshold):
     g = torch.Generator().manual_seed(3)
     # tiny map: fewer cells than k -> the max-pool fallback; noise: the candidate path
     for shape, k in [((1, 2, 3, 4), 30), ((2, 5, 16, 16), 20)]:
@@ -55,7 +88,8 @@ def test_decode_fallback_path_and_noise():
                  torch.randn(shape[0], 1, *shape[2:], generator=g), torch.randn(shape[0], 1, *shape[2:], generator=g),
                  torch.rand(shape[0], 2, *shape[2:], generator=g), torch.rand(shape[0], 2, *shape[2:], generator=g))
         kk = min(k, shape[1] * shape[2] * shape[3])
-        assert same_detections(decode(*heads, k=k, num_dets=50), decode_reference(*heads, k=kk, num_dets=50))
+        got = decode(*heads, k=k, num_dets=kk * kk, ae_threshold=ae_threshold)
+        assert_same_rows(got, decode_reference(*(t.numpy() for t in heads), k=kk, ae_threshold=ae_threshold))
     with pytest.raises(ValueError):
         topk_corners(torch.zeros(1, 1, 4, 4), k=2, kernel=2)
 

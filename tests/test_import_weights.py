@@ -24,7 +24,14 @@ from cornernet_cli.config import PRESETS, ModelConfig, model_config
 from cornernet_cli.data.transforms import MEAN, STD
 from cornernet_cli.engine.checkpoint import load_model
 from cornernet_cli.errors import CornerNetError
-from cornernet_cli.import_weights import import_weights, infer_config, rename_state_dict
+from cornernet_cli.import_weights import (
+    fit_state,
+    import_weights,
+    infer_config,
+    preset_name,
+    rename_state_dict,
+    source_state,
+)
 from cornernet_cli.model import build_model
 from cornernet_cli.model.cornernet import CornerNet
 
@@ -556,3 +563,38 @@ def test_cli_import_weights(tmp_path):
     assert out.exists() and "tiny" in result.output
     model, meta = load_model(out)
     assert meta["model_config"] == tiny(80)
+
+
+# ---- the released files' key / shape manifests (tests/manifests/) --------------------------------------
+
+MANIFESTS = Path(__file__).parent / "manifests"
+
+
+def read_manifest(path: Path) -> dict[str, torch.Tensor]:
+    """A manifest (lines `key shape`, '#' comments) as a state dict of meta tensors: shapes without memory."""
+    state = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, shape = line.partition(" ")
+            state[key] = torch.empty([int(d) for d in shape.split(",") if d], device="meta")
+    return state
+
+
+@pytest.mark.parametrize("manifest, fmt, wrap", [("original_hourglass104.txt", "original", False),
+                                                 ("mmdetection_hourglass104.txt", "mmdetection", True)])
+def test_released_files_map_onto_hourglass104(manifest, fmt, wrap):
+    """Every tensor of the real release (its key and shape, generated from the publisher's own network code)
+    lands on exactly one tensor of our hourglass-104 with its shape, and every one of ours is filled."""
+    path = MANIFESTS / manifest
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; see tests/manifests/ for how it is generated")
+    source = read_manifest(path)
+    obj = {"state_dict": source, "meta": {}} if wrap else source
+    state, names = rename_state_dict(source_state(obj, fmt, origin=path), fmt, origin=str(path))
+    assert len(state) == len(source)  # every key mapped, none onto another's name
+    config = infer_config(state, origin=str(path))
+    assert preset_name(config) == "hourglass-104" and config.num_classes == 80
+    model, filled, counters = fit_state(state, config, source_names=names, origin=str(path))
+    assert sum(p.numel() for p in model.parameters()) == 201_035_212  # the paper's count
+    bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert counters == (bn if not any(k.endswith("num_batches_tracked") for k in source) else 0)

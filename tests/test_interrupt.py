@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from cornernet_cli.engine.checkpoint import load_model, load_train_state, read_checkpoint
 
@@ -133,3 +135,58 @@ def test_sigkill_during_checkpoint_writes_leaves_old_or_new_file(tmp_path):
         assert all(n.startswith(".") and not n.endswith(".safetensors") for n in leftovers), leftovers
         for n in leftovers:
             os.unlink(tmp_path / n)
+
+
+def _bf16_native() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL of a subprocess, Linux")
+@pytest.mark.parametrize("amp", ["off", pytest.param("bf16", marks=pytest.mark.skipif(
+    not _bf16_native(), reason="this CPU has no native bf16 (oneDNN)"))])
+def test_sigkill_with_a_worker_and_validation_then_resume_is_bit_identical(tmp_path, amp):
+    """docs/reliability.md: after SIGKILL, --resume continues from the last save. Here with a spawned data
+    worker and validations between the saves: the resumed run's weights (last and best) equal a straight run's
+    bit for bit. The straight run goes alongside the one that is killed."""
+    from cornernet_cli.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "syn", num_train=8, num_val=2, image_size=64, num_classes=2, seed=0)
+
+    def args(out):  # --lr-steps fixed: by default it follows --iters
+        return ["train", "--data", tmp_path / "syn", "--out", out, "--preset", "tiny", "--input-size", "64",
+                "--batch-size", "2", "--iters", "10", "--lr-steps", "7", "--workers", "1", "--save-every", "2",
+                "--val-every", "3", "--log-every", "1", "--device", "cpu", "--amp", amp, "--seed", "5"]
+
+    straight = subprocess.Popen(_cli(*args(tmp_path / "a")), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                cwd=REPO, env=ENV)
+    out = tmp_path / "b"
+    proc = subprocess.Popen(_cli(*args(out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+                            env=ENV, start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    # a row for step 5: the save at step 4 (after the validation at 3) is on disk
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and '"step": 5,' in metrics.read_text():
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its data worker, no chance to save
+    proc.communicate(timeout=60)
+    assert not (out / "summary.json").exists()
+    killed = load_train_state(out / "state.safetensors")
+    assert 4 <= killed["step"] < 10
+    done = subprocess.run(_cli(*args(out), "--resume"), capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(out / name))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.loads((out / "summary.json").read_text())["status"] == "finished"
+    # not a trivial equality: the weights moved after the kill point
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    assert any(not torch.equal(killed["model"][k], a[k]) for k in a if a[k].is_floating_point())

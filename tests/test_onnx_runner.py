@@ -50,15 +50,15 @@ def _images():
             for i, shape in enumerate([(96, 160, 3), (200, 136, 3)])]
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> None:
-    """Each of the best 50 detections of either array has a twin in the other: same class, box within 1e-3 px,
+def _same(a: np.ndarray, b: np.ndarray, atol_px: float = 1e-3) -> None:
+    """Each of the best 50 detections of either array has a twin in the other: same class, box within atol_px,
     score within 1e-5 (nearly tied scores may swap places, so the comparison is by matching, not by row)."""
     assert len(a) > 0 and abs(len(a) - len(b)) <= 1
     for x, y in ((a, b), (b, a)):
         dist = np.abs(x[:50, None, :4] - y[None, :, :4]).max(-1)  # [50, len(y)] largest coordinate difference
         dist[x[:50, None, 5] != y[None, :, 5]] = np.inf
         nearest = dist.argmin(1)
-        assert np.all(dist[np.arange(len(nearest)), nearest] <= 1e-3)
+        assert np.all(dist[np.arange(len(nearest)), nearest] <= atol_px)
         np.testing.assert_allclose(x[:50, 4], y[nearest, 4], atol=1e-5)
 
 
@@ -188,3 +188,46 @@ def test_decode_config_cap(trained_onnx):
     model, _ = load_network(ckpt)
     assert fit_max_side(net, DecodeConfig().max_side) == 511
     assert fit_max_side(model, DecodeConfig().max_side) == 2048
+
+
+def test_output_stride_8_graph_matches_pytorch(tmp_path):
+    """A squeeze-style model (fire blocks, output stride 8): the graph's outputs are at ceil(H/8), the static
+    export crops at stride 8, and both give the checkpoint's boxes."""
+    import dataclasses
+
+    from cornernet_cli.config import model_config
+    from cornernet_cli.model.cornernet import CornerNet
+
+    torch.manual_seed(1)
+    config = dataclasses.replace(model_config("tiny", 2), block="fire", output_stride=8, head_kernel=1)
+    model = CornerNet.from_config(config).eval()
+    with torch.no_grad():
+        for pred in model.predictions:
+            for heat in (pred.tl_heat, pred.br_heat):
+                heat[-1].weight.mul_(30)
+    ckpt = save_checkpoint(tmp_path / "s8.safetensors", model, class_names=["a", "b"], category_ids=[1, 2])
+    pt, _ = load_model(ckpt)
+    params = DecodeConfig(score_threshold=0.0)
+    image = _images()[0]  # 96 x 160 -> input 127 x 255
+    for dynamic, name in ((True, "dyn.onnx"), (False, "static.onnx")):
+        export_onnx(ckpt, tmp_path / name, dynamic=dynamic, height=255, width=255, max_size=512)
+        net, _ = load_onnx(tmp_path / name)
+        assert net.output_stride == 8
+        assert tuple(net(torch.zeros(1, 3, 127, 255))[0].tl_heat.shape[-2:]) == (16, 32)
+        dets = detect_images(net, [image], flip=False, params=params)[0]
+        if dynamic:
+            _same(dets, detect_images(pt, [image], flip=False, params=params)[0], atol_px=8e-3)
+        else:  # padded to 255 x 255, the network sees another canvas: boxes, not parity
+            assert len(dets) and np.all(dets[:, 2] <= 160) and np.all(dets[:, 3] <= 96)
+
+
+def test_resolve_network(exported, tmp_path):
+    from cornernet_cli.engine.onnx_runner import read_network_metadata, resolve_network
+
+    ckpt, graph = exported
+    assert resolve_network(graph) == graph and resolve_network(str(ckpt)) == ckpt
+    assert read_network_metadata(graph)["class_names"] == read_network_metadata(ckpt)["class_names"] == ["a", "b"]
+    with pytest.raises(CornerNetError, match="ONNX model not found"):
+        resolve_network(tmp_path / "missing.onnx")
+    with pytest.raises(CornerNetError, match="no known model name"):
+        resolve_network("no-such-model")

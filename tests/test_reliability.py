@@ -62,6 +62,18 @@ def one_line_error(err: str) -> str:
 # ---- fixtures ------------------------------------------------------------------------------------------------
 
 
+def _with_config(src: Path, dst: Path, **changes) -> None:
+    """A copy of checkpoint `src` whose metadata's model_config has `changes` (the tensors stay as they are)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta["model_config"] = json.dumps({**json.loads(meta["model_config"]), **changes})
+    save_file(tensors, str(dst), metadata=meta)
+
+
 def _variant(root: Path, name: str, mutate) -> Path:
     d = root / name
     shutil.copytree(root / "syn", d)
@@ -136,6 +148,12 @@ def env(tmp_path_factory) -> dict[str, Path]:
     _variant(r, "d_abs", lambda d: d["images"][0].__setitem__("file_name", str(r / "ok.jpg")))
     _variant(r, "d_3cls", lambda d: d["categories"].append({"id": 3, "name": "star"}))
     _coco_layout(r, "c_escape", "../../ok.jpg")
+    _variant(r, "d_nobox", lambda d: d.__setitem__("annotations", []))
+    _variant(r, "d_crowd", lambda d: [a.__setitem__("iscrowd", 1) for a in d["annotations"]])
+    _with_config(r / "ck.safetensors", r / "wide.safetensors", channels=[200000, 200000, 200000])
+    _with_config(r / "ck.safetensors", r / "stacks.safetensors", num_stacks=100000)
+    _with_config(r / "ck.safetensors", r / "one_stack.safetensors", num_stacks=1)
+    _with_config(r / "ck.safetensors", r / "neg.safetensors", head_channels=-4)
     for name, text in (("d_malformed", '{"images": ['), ("d_deep", "[" * 100000 + "]" * 100000)):
         shutil.copytree(r / "syn", r / name)
         for split in ("train", "val"):
@@ -261,6 +279,25 @@ ERRORS = [
      ["other.safetensors", "not a cornernet checkpoint"]),
     ("import-weights: a safetensors file", "import-weights {ck.safetensors} --format original -o {R}/i.safetensors",
      1, ["ck.safetensors"]),
+    # a checkpoint whose metadata asks for far more than its tensors hold: refused before any allocation
+    ("eval: checkpoint config asks for 200,000 channels",
+     "eval --checkpoint {wide.safetensors} --data {syn} --out {R}/e/r.json", 1,
+     ["wide.safetensors", "asks for at least", "refused before allocating"]),
+    ("detect: checkpoint config asks for 200,000 channels",
+     "detect {ok.jpg} --checkpoint {wide.safetensors} --out {R}/o", 1, ["wide.safetensors", "asks for at least"]),
+    ("export: checkpoint config asks for 100,000 stacks", "export --checkpoint {stacks.safetensors} -o {R}/m.onnx",
+     1, ["stacks.safetensors", "asks for at least"]),
+    ("visualize: checkpoint config with 1 stack for 2 stacks of tensors",
+     "visualize-heatmaps {ok.jpg} --checkpoint {one_stack.safetensors} --out {R}/v.png", 1,
+     ["one_stack.safetensors", "do not fit its model_config", "unexpected"]),
+    ("eval: checkpoint config with a negative size",
+     "eval --checkpoint {neg.safetensors} --data {syn} --out {R}/e/r.json", 1,
+     ["neg.safetensors", "head_channels=-4"]),
+    # a training split without a box to learn from
+    ("train: no boxes at all", "train --data {d_nobox} --out {R}/t " + TRAIN, 1,
+     ["d_nobox/annotations/train.json", "no boxes"]),
+    ("train: only crowd boxes", "train --data {d_crowd} --out {R}/t " + TRAIN, 1,
+     ["d_crowd/annotations/train.json", "no boxes"]),
     # output folder not writable (a path through a regular file: fails for root too)
     ("train: --out not writable", "train --data {syn} --out {afile}/run " + TRAIN, 1, ["afile/run", "Not a directory"]),
     ("detect: --out not writable", "detect {ok.jpg} --checkpoint {ck.safetensors} --out {afile}/o --no-flip", 1,
@@ -444,7 +481,7 @@ def test_no_pickle_is_loaded_anywhere_but_import_weights():
 
 
 def test_checkpoint_files_get_normal_permissions(tmp_path):
-    from cornernet_cli.engine.checkpoint import atomic_write
+    from cornernet_cli.atomic import atomic_write
 
     atomic_write(tmp_path / "x.bin", lambda tmp: Path(tmp).write_bytes(b"1"))
     umask = os.umask(0)
@@ -473,3 +510,108 @@ def test_console_script_bad_checkpoint_and_unwritable_out(env):
 def test_console_script_usage_error_exits_2(env):
     p = _subprocess("eval", "--data", env["syn"], "--scales", "a,b")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "--scales" in p.stderr
+
+
+# ---- devices: every command refuses one this machine lacks, in one line -------------------------------------
+
+DEVICE_CASES = [
+    ("eval", "eval --checkpoint {ck.safetensors} --data {syn} --out {R}/e/r.json --device cuda"),
+    ("eval, oracle without checkpoint", "eval --oracle heatmaps+offsets --data {syn} --out {R}/e/r.json --device cuda"),
+    ("detect", "detect {ok.jpg} --checkpoint {ck.safetensors} --out {R}/o --device cuda"),
+    ("visualize-heatmaps", "visualize-heatmaps {ok.jpg} --checkpoint {ck.safetensors} --out {R}/v.png --device cuda"),
+    ("bench", "bench --preset tiny --device cuda"),
+    ("train", "train --data {syn} --out {R}/t_dev " + TRAIN.replace("--device cpu", "--device cuda")),
+    ("ablate", "ablate --data {syn} --out {R}/ab_dev --iters 1 --device cuda"),
+    ("demo", "demo --out {R}/demo_dev --device cuda"),
+]
+
+
+@pytest.mark.parametrize("case,template", DEVICE_CASES, ids=[c[0] for c in DEVICE_CASES])
+def test_unavailable_device_is_one_line_error(env, monkeypatch, case, template):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    exit_code, _, err = run_cli(*_fill(template, env))
+    assert "Traceback" not in err
+    line = one_line_error(err)
+    assert exit_code == 2 and "cuda" in line and "not available" in line, line
+    assert not (env["R"] / "t_dev").exists() and not (env["R"] / "demo_dev").exists()
+
+
+def test_malformed_device_names_are_one_line_errors(env):
+    for device in ("cuda:x", "gpu", "mps"):
+        code, _, err = run_cli(*_fill("eval --checkpoint {ck.safetensors} --data {syn} --out {R}/e/r.json", env),
+                               "--device", device)
+        assert code == 2 and device in one_line_error(err)
+
+
+def test_checkpoint_metadata_is_checked_before_allocating(env, monkeypatch):
+    """The 200,000-channel config would ask for ~1.4 TB: it must be refused from the header alone, before a
+    single parameter of the network exists (no module construction at all)."""
+    from cornernet_cli.engine.checkpoint import load_model
+    from cornernet_cli.errors import CornerNetError
+    from cornernet_cli.model import cornernet
+
+    built = []
+    monkeypatch.setattr(cornernet.CornerNet, "__init__", lambda self, **kw: built.append(kw) or 1 / 0)
+    for name in ("wide.safetensors", "stacks.safetensors"):
+        with pytest.raises(CornerNetError, match="refused before allocating"):
+            load_model(env[name])
+    assert built == []
+
+
+def test_least_size_is_a_lower_bound_of_the_real_network():
+    """least_size (the cap checked against a file) never exceeds what the network really holds: every preset,
+    with and without corner pooling and the centre head, and random small configs; counted independently by
+    building each network on the meta device."""
+    import dataclasses
+    import math
+
+    from cornernet_cli.config import PRESETS, ModelConfig
+    from cornernet_cli.engine.checkpoint import least_size
+    from cornernet_cli.model.cornernet import CornerNet
+
+    rng = np.random.default_rng(0)
+    configs = [dataclasses.replace(c, corner_pool=p, centre_head=h) for c in PRESETS.values()
+               for p in (True, False) for h in (True, False)]
+    for _ in range(20):
+        depth = int(rng.integers(2, 6))
+        configs.append(ModelConfig(num_stacks=int(rng.integers(1, 4)), stem_channels=int(rng.integers(1, 40)),
+                                   channels=tuple(int(v) for v in rng.integers(1, 40, depth)),
+                                   blocks=tuple(int(v) for v in rng.integers(1, 4, depth)),
+                                   cnv_channels=int(rng.integers(1, 40)), pool_channels=int(rng.integers(1, 40)),
+                                   head_channels=int(rng.integers(1, 40)), num_classes=int(rng.integers(1, 90))))
+    for config in configs:
+        with torch.device("meta"):
+            state = CornerNet.from_config(config).state_dict()
+        elements, tensors = least_size(config)
+        assert elements <= sum(math.prod(v.shape) for v in state.values()), config
+        assert tensors <= len(state), config
+    # and it is not vacuous: at least 40% of the real size for the presets
+    for config in PRESETS.values():
+        with torch.device("meta"):
+            real = sum(v.numel() for v in CornerNet.from_config(config).state_dict().values())
+        assert least_size(config)[0] >= 0.4 * real
+
+
+def test_yolo_label_file_with_a_byte_order_mark_keeps_its_first_box(tmp_path):
+    """Windows editors start UTF-8 files with a byte-order mark; the first line must still parse (CRLF too)."""
+    src = tmp_path / "yolo"
+    for split in ("train", "valid"):
+        (src / split / "images").mkdir(parents=True)
+        (src / split / "labels").mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(src / split / "images" / f"{i}.jpg"), np.full((40, 60, 3), 128, np.uint8))
+            text = "0 0.5 0.5 0.2 0.4\r\n1 0.25 0.25 0.1 0.1\r\n"
+            (src / split / "labels" / f"{i}.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (src / "data.yaml").write_bytes(b"\xef\xbb\xbfnames: [cat, dog]\n")
+    (src / "classes.txt").write_text("unused\n")
+    code, _, err = run_cli("prepare-data", "--format", "yolo", "--source", src, "--out", tmp_path / "out", "--strict")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "annotations" / "train.json").read_text())
+    assert [c["name"] for c in doc["categories"]] == ["cat", "dog"]
+    boxes = sorted((a["image_id"], a["category_id"], a["bbox"]) for a in doc["annotations"])
+    # 0.5, 0.5, 0.2, 0.4 of 60 x 40 -> x 24, y 12, w 12, h 16; 0.25, 0.25, 0.1, 0.1 -> x 12, y 8, w 6, h 4
+    assert len(boxes) == 4
+    for image_id in {b[0] for b in boxes}:
+        mine = [(c, [round(v, 3) for v in bb]) for i, c, bb in boxes if i == image_id]
+        assert sorted(mine) == [(1, [24.0, 12.0, 12.0, 16.0]), (2, [12.0, 8.0, 6.0, 4.0])]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["problems"] == []

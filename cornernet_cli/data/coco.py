@@ -193,6 +193,11 @@ class CocoDetection:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    @property
+    def num_boxes(self) -> int:
+        """Training boxes over all images (crowd and zero-size boxes not counted)."""
+        return sum(len(boxes) for boxes, _ in self._targets)
+
     def _load_targets(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         boxes, labels = [], []
         for ann in self.coco.imgToAnns.get(image_id, []):

@@ -13,7 +13,6 @@ copied; move DIR and the source together) or images/<split>/<name> with copy_ima
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -21,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cornernet_cli.atomic import write_json
+from cornernet_cli.data.coco import SPLITS
 from cornernet_cli.data.records import Problem, RawImage, SourceData
 from cornernet_cli.data.sources import read_coco, read_voc, read_yolo
 from cornernet_cli.data.validate import SplitResult, validate_split
+from cornernet_cli.engine.rundir import claim_output
 from cornernet_cli.errors import CornerNetError
 
 FORMATS = ("voc", "yolo", "coco", "synthetic")
@@ -92,19 +94,21 @@ def write_split(out: Path, result: SplitResult, class_names: list[str], category
     anns = [{**a, "category_id": category_ids[a["category_id"]]} for a in result.annotations]
     doc = {"info": info, "images": result.images, "annotations": anns,
            "categories": [{"id": cid, "name": name} for cid, name in zip(category_ids, class_names)]}
-    path = out / "annotations" / f"{result.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
-    return path
+    return write_json(out / "annotations" / f"{result.name}.json", doc)
 
 
 def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fraction: float = 0.1, seed: int = 0,
-                 strict: bool = False, copy_images: bool = False, workers: int = 4) -> PrepareReport:
+                 strict: bool = False, copy_images: bool = False, workers: int = 4,
+                 exist_ok: bool = False) -> PrepareReport:
     """Read `source` in `format` (voc | yolo | coco), validate it, write the dataset folder `out`.
 
     Splits come from the source (VOC ImageSets/Main, YOLO train/valid/test folders, COCO files); a source
     without splits is divided by `val_fraction` with `seed`. With `strict`, any problem other than a crowd
     box raises CornerNetError (and nothing is written). Returns the report (also written to out/report.json).
+
+    report.json records the job (format, source, split and copy settings): an `out` holding a dataset
+    prepared by another job is refused unless `exist_ok` (then split files this job does not write are
+    removed, so no stale split is left); the same job writes the same files again. `out` is locked meanwhile.
     """
     readers = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco}
     if format not in readers:
@@ -112,41 +116,64 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
     source, out = Path(source), Path(out)
     if not source.exists():
         raise CornerNetError(f"--source {source} does not exist")
-    data: SourceData = readers[format](source)
-    splits = dict(data.splits)
-    if data.unsplit is not None:
-        for name, images in seeded_split(data.unsplit, val_fraction, seed).items():
-            splits[name] = images
-    problems = list(data.problems)
-    results = []
-    for name in [s for s in ("train", "val", "test") if s in splits]:
-        result = validate_split(name, splits[name], len(data.class_names), workers=workers)
-        results.append(result)
-        problems.extend(result.problems)
-    if not any(r.images for r in results):
-        raise CornerNetError(f"no usable images in {source} ({len(problems)} problems)")
-    report = PrepareReport(out=out, format=format, source=str(source), class_names=data.class_names,
-                           splits=results, problems=problems)
-    errors = [p for p in problems if p.is_error]
-    if strict and errors:
-        first = "; ".join(f"{p.kind}: {p.file}: {p.detail}" for p in errors[:3])
-        raise CornerNetError(f"{len(errors)} problems in {source} (--strict), first: {first}")
-    info = {"description": f"cornernet prepare-data --format {format}", "source": str(source),
-            "val_fraction": val_fraction, "seed": seed}
-    for result in results:
-        write_split(out, result, data.class_names, data.category_ids, copy_images=copy_images, info=info)
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    job = {"command": "prepare-data", "format": format, "source": str(source.resolve()), "val_fraction": val_fraction,
+           "seed": seed, "strict": strict, "copy_images": copy_images}
+    with claim_output(out, job=job, record_file=out / "report.json", exist_ok=exist_ok):
+        data: SourceData = readers[format](source)
+        splits = dict(data.splits)
+        if data.unsplit is not None:
+            for name, images in seeded_split(data.unsplit, val_fraction, seed).items():
+                splits[name] = images
+        problems = list(data.problems)
+        results = []
+        for name in [s for s in ("train", "val", "test") if s in splits]:
+            result = validate_split(name, splits[name], len(data.class_names), workers=workers)
+            results.append(result)
+            problems.extend(result.problems)
+        if not any(r.images for r in results):
+            raise CornerNetError(f"no usable images in {source} ({len(problems)} problems)")
+        report = PrepareReport(out=out, format=format, source=str(source), class_names=data.class_names,
+                               splits=results, problems=problems)
+        errors = [p for p in problems if p.is_error]
+        if strict and errors:
+            first = "; ".join(f"{p.kind}: {p.file}: {p.detail}" for p in errors[:3])
+            raise CornerNetError(f"{len(errors)} problems in {source} (--strict), first: {first}")
+        info = {"description": f"cornernet prepare-data --format {format}", "source": str(source),
+                "val_fraction": val_fraction, "seed": seed}
+        for result in results:
+            write_split(out, result, data.class_names, data.category_ids, copy_images=copy_images, info=info)
+        _finish(out, report, job)
     return report
+
+
+def _finish(out: Path, report: PrepareReport, job: dict) -> None:
+    """Remove split files that this job did not write (left by a replaced job), then write report.json."""
+    written = {s.name for s in report.splits}
+    for split in SPLITS:
+        if split not in written:
+            (out / "annotations" / f"{split}.json").unlink(missing_ok=True)
+    write_json(out / "report.json", {**report.to_dict(), "job": job}, indent=1)
 
 
 def synthetic_report(out: str | Path, *, num_train: int = 200, num_val: int = 50, image_size: int = 256,
                      num_classes: int = 4, seed: int = 0, sizes: tuple[float, float] = (20, 120),
-                     max_iou: float = 0.4) -> PrepareReport:
-    """Generate the synthetic shapes dataset into `out` (see data/synthetic.py) and summarise it."""
+                     max_iou: float = 0.4, exist_ok: bool = False) -> PrepareReport:
+    """Generate the synthetic shapes dataset into `out` (see data/synthetic.py) and summarise it. `out` is
+    claimed as in `prepare_data` (another job's dataset there: refused unless `exist_ok`)."""
+    out = Path(out)
+    job = {"command": "prepare-data", "format": "synthetic", "num_train": num_train, "num_val": num_val,
+           "image_size": image_size, "num_classes": num_classes, "seed": seed, "sizes": list(sizes),
+           "max_iou": max_iou}
+    with claim_output(out, job=job, record_file=out / "report.json", exist_ok=exist_ok):
+        return _synthetic_into(out, job, num_train=num_train, num_val=num_val, image_size=image_size,
+                               num_classes=num_classes, seed=seed, sizes=sizes, max_iou=max_iou)
+
+
+def _synthetic_into(out: Path, job: dict, **settings) -> PrepareReport:
     from cornernet_cli.data.synthetic import write_synthetic_dataset
 
-    docs = write_synthetic_dataset(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                   num_classes=num_classes, seed=seed, sizes=sizes, max_iou=max_iou)
+    docs = write_synthetic_dataset(out, **settings)
+    seed = settings["seed"]
     names = next(iter(docs.values()))["categories"] if docs else []
     results = []
     for split, doc in docs.items():
@@ -155,7 +182,7 @@ def synthetic_report(out: str | Path, *, num_train: int = 200, num_val: int = 50
             r.boxes_per_class[a["category_id"] - 1] = r.boxes_per_class.get(a["category_id"] - 1, 0) + 1
         r.empty_images = len({im["id"] for im in doc["images"]} - {a["image_id"] for a in doc["annotations"]})
         results.append(r)
-    report = PrepareReport(out=Path(out), format="synthetic", source=f"seed {seed}",
+    report = PrepareReport(out=out, format="synthetic", source=f"seed {seed}",
                            class_names=[c["name"] for c in names], splits=results)
-    (Path(out) / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    _finish(out, report, job)
     return report

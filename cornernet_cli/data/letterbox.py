@@ -2,8 +2,9 @@
 
 The paper keeps test images at their resolution (times a test scale s) and pads them to
 h, w with (h + 1) % 128 == 0, i.e. h = round(H * s) | 127. The resized image sits at the centre of
-the padded canvas. The network's output map has ceil(h / 4) x ceil(w / 4) cells, and coordinates map
-between input and output by the ratio output / input (128 / 511 at 511), as in training targets.
+the padded canvas. The network's output map has ceil(h / s) x ceil(w / s) cells for its output stride s
+(4; 8 for CornerNet-Squeeze, whose test code sizes it (h + 1) / 8, the same number), and coordinates map
+between input and output by the ratio output / input (128 / 511 at 511 and stride 4), as in training targets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Letterbox:
     scale:       (x, y) resize factors applied to the image (the test scale s, up to rounding).
     input_size:  (height, width) of the padded network input.
     offset:      (x, y) of the resized image's top-left corner inside the padded input.
-    output_size: (height, width) of the network's output map, ceil(input / 4).
+    output_size: (height, width) of the network's output map, ceil(input / output stride).
     """
 
     image_size: tuple[int, int]
@@ -55,10 +56,16 @@ def padded_size(size: int, pad_mask: int = 127) -> int:
     return size | pad_mask
 
 
+def output_size(input_size: tuple[int, int], stride: int = 4) -> tuple[int, int]:
+    """The output map (h, w) of a network with output stride `stride` for an input (H, W): ceil(H / stride)."""
+    return -(-input_size[0] // stride), -(-input_size[1] // stride)
+
+
 def letterbox(image: np.ndarray, scale: float = 1.0, pad_mask: int = 127,
-              fill: tuple[float, ...] | float = 0.0) -> tuple[np.ndarray, Letterbox]:
+              fill: tuple[float, ...] | float = 0.0, stride: int = 4) -> tuple[np.ndarray, Letterbox]:
     """Resize `image` ([H, W, C] uint8 or float) by `scale` and centre it on a padded canvas.
 
+    stride: the network's output stride (sets Letterbox.output_size).
     Returns the canvas [h, w, C] (same dtype, padding = `fill`) and the Letterbox to undo it.
     """
     height, width = image.shape[:2]
@@ -76,6 +83,6 @@ def letterbox(image: np.ndarray, scale: float = 1.0, pad_mask: int = 127,
         scale=(new_w / width, new_h / height),
         input_size=(in_h, in_w),
         offset=(x0, y0),
-        output_size=((in_h + 3) // 4, (in_w + 3) // 4),
+        output_size=output_size((in_h, in_w), stride),
     )
     return canvas, info

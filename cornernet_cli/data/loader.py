@@ -2,7 +2,8 @@
 
 A sample (TrainDataset[i]) is a dict of tensors:
     image           float32 [3, S, S]  normalised BGR (transforms.MEAN / STD), S = input size
-    tl_heat, br_heat float32 [C, h, w] corner heatmaps with the paper's gaussian penalty reduction, h = S // 4 + ...
+    tl_heat, br_heat float32 [C, h, w] corner heatmaps with the paper's gaussian penalty reduction, h = ceil(S / s),
+                                       s = the model's output stride (`output_stride`: 4, or 8 for squeeze)
     tl_index, br_index int64 [N]       corner cell y * w + x on the output map
     tl_off, br_off  float32 [N, 2]     sub-cell offsets (x, y)
 `collate` stacks images and heatmaps and pads the per-object tensors to [B, M] (M = most objects in the
@@ -23,15 +24,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cornernet_cli.data.coco import CocoDetection
+from cornernet_cli.data.letterbox import output_size
 from cornernet_cli.data.transforms import MEAN, STD, train_transform
+from cornernet_cli.errors import CornerNetError
 
 BATCH_KEYS = ("image", "tl_heat", "br_heat", "tl_index", "br_index", "tl_off", "br_off", "mask")
 
 
 def output_size_for(input_size: int | tuple[int, int], stride: int = 4) -> tuple[int, int]:
-    """Output map (h, w) = ceil(input / stride): 511 -> 128, as the network's stride-4 stem gives."""
-    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    return math.ceil(h / stride), math.ceil(w / stride)
+    """Output map (h, w) = ceil(input / stride): 511 -> 128 at the paper's stride 4, 64 at Squeeze's 8."""
+    return output_size((input_size, input_size) if isinstance(input_size, int) else input_size, stride)
 
 
 class TrainDataset(Dataset):
@@ -85,7 +87,7 @@ def build_train_dataset(base: CocoDetection, *, input_size: int, data_cfg=None, 
     """TrainDataset from a DataConfig (the one place that turns it into keyword arguments) plus overrides."""
     kw = {}
     if data_cfg is not None:
-        kw = dict(output_stride=data_cfg.output_stride, scales=tuple(data_cfg.random_scales), border=data_cfg.border,
+        kw = dict(scales=tuple(data_cfg.random_scales), border=data_cfg.border,
                   flip=data_cfg.flip, color=data_cfg.color_jitter, light=data_cfg.lighting,
                   radius_mode=data_cfg.radius_mode, min_overlap=data_cfg.min_overlap, vflip=data_cfg.vflip,
                   transpose=data_cfg.transpose)
@@ -177,6 +179,19 @@ def _worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)  # one core per worker; cv2's own threads would fight the other workers
     info = torch.utils.data.get_worker_info()
     np.random.seed(info.seed % 2**32)
+
+
+def next_batch(batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The next batch of a training loader; a CornerNetError from a sample (an unreadable image) is re-raised
+    as its own one-line message, also when it happened in a worker process (where torch wraps it with the
+    worker's traceback)."""
+    try:
+        return next(batches)
+    except CornerNetError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        if len(lines) > 1:  # "Caught CornerNetError in DataLoader worker ..." + traceback + "...Error: message"
+            raise CornerNetError(lines[-1].split(f"{CornerNetError.__name__}: ", 1)[-1], e.exit_code) from None
+        raise
 
 
 def build_train_loader(data_dir, split: str = "train", *, input_size: int = 511, batch_size: int = 1,

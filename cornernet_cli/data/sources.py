@@ -4,6 +4,8 @@ Each reader returns a SourceData: class names, images with their raw boxes per s
 while parsing (malformed files, unknown classes). Pixels are checked later by the validator.
 Box conventions: VOC xmin..xmax and COCO x, y, w, h are taken as continuous pixel coordinates
 (x1 = xmin, x2 = xmax; x2 = x + w); YOLO centre / size fractions are scaled by the decoded image size.
+Text files (lists, labels, class names, YAML, JSON) are read as UTF-8 with or without the byte-order mark
+that Windows editors write.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def read_voc(source: Path) -> SourceData:
 
     def images_of(list_file: Path, split: str) -> list[RawImage]:
         out = []
-        for line in list_file.read_text().split("\n"):
+        for line in list_file.read_text(encoding="utf-8-sig").split("\n"):
             stem = line.strip().split(" ")[0] if line.strip() else ""
             if not stem:
                 continue
@@ -145,7 +147,7 @@ def _read_class_names(root: Path) -> list[str]:
                 return names
     for txt in (root / "classes.txt", root / "labels" / "classes.txt", root / "obj.names", root / "classes.names"):
         if txt.is_file():
-            return [ln.strip() for ln in txt.read_text().splitlines() if ln.strip()]
+            return [ln.strip() for ln in txt.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     raise CornerNetError(f"YOLO folder {root}: no class names (expected data.yaml with `names:` or classes.txt)")
 
 
@@ -153,10 +155,10 @@ def _yaml_names(path: Path) -> list[str]:
     try:
         import yaml
 
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except ImportError:  # PyYAML is optional: read the common `names: [a, b]` form by hand
         doc = {}
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8-sig").splitlines():
             if line.startswith("names:") and "[" in line:
                 doc["names"] = [n.strip().strip("'\"") for n in line.split("[", 1)[1].rsplit("]", 1)[0].split(",")]
     except Exception as e:
@@ -181,7 +183,7 @@ def _read_yolo_dir(images_dir: Path, labels_dir: Path, num_classes: int, split: 
         seen_labels.add(lbl)
         raw = RawImage(path=img, where=str(lbl))
         if lbl.is_file():
-            for n, line in enumerate(lbl.read_text().splitlines(), start=1):
+            for n, line in enumerate(lbl.read_text(encoding="utf-8-sig").splitlines(), start=1):
                 if not line.strip():
                     continue
                 where = f"{lbl}:{n}"
@@ -244,7 +246,7 @@ def _read_coco_json(ann_path: Path, image_root: Path, split: str, data: SourceDa
     from cornernet_cli.data.coco import contained_path
 
     try:
-        doc = json.loads(Path(ann_path).read_text())
+        doc = json.loads(Path(ann_path).read_text(encoding="utf-8-sig"))
         cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
         images, anns = list(doc["images"]), list(doc.get("annotations") or [])
         cat_names, cat_ids = [str(c["name"]) for c in cats], [int(c["id"]) for c in cats]

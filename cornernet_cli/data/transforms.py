@@ -186,25 +186,26 @@ def train_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rn
 
 
 def prepare_test_image(image: np.ndarray, scale: float = 1.0, mean: np.ndarray = MEAN,
-                       std: np.ndarray = STD, max_side: int | None = None) -> tuple[torch.Tensor, Letterbox]:
+                       std: np.ndarray = STD, max_side: int | None = None,
+                       stride: int = 4) -> tuple[torch.Tensor, Letterbox]:
     """Test-time input: BGR uint8 [H, W, 3] scaled by `scale` and centred on a canvas with (h + 1) % 128 == 0
     (cornernet_cli.data.letterbox), padded with the mean colour so padding normalises to exactly 0.
 
     With `max_side`, an image whose longer side times `scale` exceeds it is shrunk (area interpolation, in
     uint8, so a 10000 x 10000 photo never becomes a float copy at full size) to a longer side of `max_side`.
     Returns (tensor [3, h, w] float32, Letterbox); `Letterbox.output_to_image` maps decoded boxes back to the
-    original image's pixels in every case. For the flipped pass use `flip_image(tensor)` and
-    `flip_boxes(dets, output width)` on the decoded boxes.
+    original image's pixels in every case (`stride`: the network's output stride, for its output size). For
+    the flipped pass use `flip_image(tensor)` and `flip_boxes(dets, output width)` on the decoded boxes.
     """
     height, width = image.shape[:2]
     if max_side is not None and max(height, width) * scale > max_side:
         s = max_side / max(height, width)
         new_h, new_w = max(1, int(round(height * s))), max(1, int(round(width * s)))
         small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        canvas, info = letterbox(small.astype(np.float32), 1.0, fill=tuple(mean * 255))
+        canvas, info = letterbox(small.astype(np.float32), 1.0, fill=tuple(mean * 255), stride=stride)
         info = dataclasses.replace(info, image_size=(height, width), scale=(new_w / width, new_h / height))
         canvas *= 1.0 / 255.0
         return normalize(canvas, mean, std), info
-    canvas, info = letterbox(image.astype(np.float32), scale, fill=tuple(mean * 255))
+    canvas, info = letterbox(image.astype(np.float32), scale, fill=tuple(mean * 255), stride=stride)
     canvas *= 1.0 / 255.0
     return normalize(canvas, mean, std), info

@@ -9,14 +9,13 @@ A checkpoint holds the model's state dict as tensors and, in the safetensors met
     category_ids  JSON list of int            dataset category id of each class (COCO ids round-trip)
     extra         JSON object                 free-form (step, metrics, dataset path, ...)
 
-Writes are atomic: a temporary file in the same folder, fsync, then rename.
+Writes are atomic (cornernet_cli.atomic): a temporary file in the same folder, fsync, then rename.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from cornernet_cli.atomic import atomic_write
 from cornernet_cli.config import ModelConfig
 from cornernet_cli.errors import CornerNetError
-
-_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
-os.umask(_UMASK)
 
 FORMAT = "cornernet-checkpoint"
 FORMAT_VERSION = 1
@@ -42,24 +39,6 @@ def unwrap(model: nn.Module) -> nn.Module:
         if inner is None:
             return model
         model = inner
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path) then rename tmp_path to path, so `path` is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions of any new file
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(
@@ -92,12 +71,9 @@ def save_checkpoint(
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read tensors and decoded metadata, with one-line errors naming the file and the problem.
-
-    Returns (state_dict, meta) where meta has keys format, version, model_config (ModelConfig),
-    class_names, category_ids, extra.
-    """
+def _read(path: str | Path, *, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, or {} without `tensors`; meta) of `path`, its metadata checked against its tensor headers
+    first (`check_fits_header`)."""
     path = Path(path)
     if not path.exists():
         raise CornerNetError(f"checkpoint not found: {path}")
@@ -106,11 +82,21 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            header = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            meta = _parse_metadata(path, raw)
+            check_fits_header(path, meta["model_config"], header)
+            state = {k: f.get_tensor(k) for k in header} if tensors else {}
+    except CornerNetError:
+        raise
     except Exception as e:  # safetensors raises several types for bad headers and short files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CornerNetError(f"{path} is not a readable safetensors checkpoint (truncated or another format): "
                              f"{reason}") from None
+    return state, meta
+
+
+def _parse_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    """The decoded cornernet metadata of `path` (see `read_checkpoint`); one-line errors naming the file."""
     if raw.get("format") != FORMAT:
         raise CornerNetError(f"{path} is a safetensors file but not a cornernet checkpoint "
                              f"(metadata format={raw.get('format')!r})")
@@ -131,25 +117,82 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if len(class_names) != config.num_classes or len(category_ids) != config.num_classes:
         raise CornerNetError(f"{path}: {len(class_names)} class names / {len(category_ids)} category ids "
                              f"for a model with {config.num_classes} classes")
-    meta = {"format": FORMAT, "version": version, "model_config": config, "class_names": class_names,
+    return {"format": FORMAT, "version": version, "model_config": config, "class_names": class_names,
             "category_ids": category_ids, "extra": extra}
-    return state, meta
+
+
+def least_size(config: ModelConfig) -> tuple[int, int]:
+    """A lower bound on (parameter elements, weight tensors) of the network `config` describes, in
+    O(levels): the stem's 7x7 conv, the hourglasses' skip residuals (two 3x3 convs each, c -> c) and the six
+    heads of every stack (a 3x3 conv cnv -> head each, and the heatmaps' 1x1 conv head -> classes). Linear in
+    every size a config can ask for, so a config wanting more than a file holds is caught before anything
+    is built."""
+    c = config
+    levels = sum(18 * b * ch * ch for ch, b in zip(c.channels, c.blocks))
+    per_stack = levels + 6 * 9 * c.cnv_channels * c.head_channels + 2 * c.head_channels * c.num_classes
+    tensors = c.num_stacks * (sum(2 * b for b in c.blocks) + 12) + 1
+    return 147 * c.stem_channels + c.num_stacks * per_stack, tensors
+
+
+def check_fits_header(path: str | Path, config: ModelConfig, header: dict[str, tuple[int, ...]]) -> None:
+    """CornerNetError naming `path` unless the network `config` describes has exactly the tensors and shapes of
+    the file's header, checked before any parameter is allocated: first against `least_size` (a config that
+    asks for more elements or tensors than the file holds), then against the network built on the meta
+    device (shapes only, no memory)."""
+    from cornernet_cli.model.cornernet import CornerNet
+
+    elements, tensors = least_size(config)
+    held = sum(math.prod(shape) for shape in header.values())
+    if elements > held or tensors > len(header):
+        raise CornerNetError(f"{path}: its model_config asks for at least {elements:,} parameters in {tensors:,} "
+                             f"tensors but the file holds {held:,} in {len(header):,}; refused before allocating "
+                             f"(a damaged or crafted checkpoint)")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CornerNet.from_config(config).state_dict().items()}
+    mismatch = _mismatch(header, expected)
+    if mismatch:
+        raise CornerNetError(f"{path}: its tensors do not fit its model_config: {mismatch}")
+
+
+def _mismatch(have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]) -> str | None:
+    """Tensor names missing from `have`, unexpected in it and of another shape than in `want` (the first
+    three of each), or None when the two agree."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    wrong = [f"{k} {have[k]} vs {want[k]}" for k in want if k in have and have[k] != want[k]]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+            parts.append(f"{len(keys)} {label}: {shown}")
+    return "; ".join(parts) or None
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read tensors and decoded metadata, with one-line errors naming the file and the problem.
+
+    Returns (state_dict, meta) where meta has keys format, version, model_config (ModelConfig),
+    class_names, category_ids, extra.
+    """
+    return _read(path, tensors=True)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (as `read_checkpoint`'s meta) without reading its tensors."""
+    return _read(path, tensors=False)[1]
+
+
+def test_scales(meta: dict[str, Any], scales: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """`scales` when given, else the test scale the checkpoint's training chose (1 for older checkpoints)."""
+    return tuple(scales) if scales else (float(meta["extra"].get("test_scale", 1.0)),)
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load `state` into `model`, strictly; mismatches become one line naming `source` and the keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
-            if keys:
-                shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
-        raise CornerNetError(f"{source} does not fit this architecture: " + "; ".join(parts))
+    mismatch = _mismatch({k: tuple(v.shape) for k, v in state.items()},
+                         {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if mismatch:
+        raise CornerNetError(f"{source} does not fit this architecture: {mismatch}")
     model.load_state_dict(state, strict=True)
 
 
@@ -157,8 +200,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """Rebuild the model from a checkpoint alone. Returns (model in eval mode on `device`, meta).
 
     The weights are in channels_last memory format (faster convolutions on the CPU and on GPUs)."""
+    from cornernet_cli.engine.device import resolve_device
     from cornernet_cli.model.cornernet import CornerNet
 
+    device = resolve_device(device)
     state, meta = read_checkpoint(path)
     model = CornerNet.from_config(meta["model_config"])
     load_state(model, state, path)

@@ -25,6 +25,8 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cornernet_cli.config import DecodeConfig
+from cornernet_cli.atomic import write_json
+from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
 from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
@@ -72,12 +75,9 @@ def _empty_results(coco_gt):
     return res
 
 
-def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict[str, Any]:
-    """Run COCOeval (bbox) on `results` (COCO result entries) over `image_ids` of `coco_gt`.
-
-    Returns the 12 summary metrics (METRICS, floats, -1 where undefined) and per_class: {class name: AP}
-    (AP at IoU .50:.95, all areas, 100 detections; -1 for classes without ground truth in these images).
-    """
+def run_cocoeval(coco_gt, results: list[dict], image_ids: Sequence[int]):
+    """pycocotools COCOeval (bbox) of `results` (COCO result entries) over `image_ids` of `coco_gt`, evaluated,
+    accumulated and summarised (quietly)."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -89,17 +89,73 @@ def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict[str, Any]:
+    """Run COCOeval (bbox) on `results` (COCO result entries) over `image_ids` of `coco_gt`.
+
+    Returns the 12 summary metrics (METRICS, floats, -1 where undefined) and per_class: {class name: AP}
+    (AP at IoU .50:.95, all areas, 100 detections; -1 for classes without ground truth in these images).
+    """
+    return summary_metrics(run_cocoeval(coco_gt, results, image_ids))
+
+
+def summary_metrics(ev) -> dict[str, Any]:
+    """The metrics of `coco_metrics` from an accumulated COCOeval."""
     out: dict[str, Any] = {name: float(v) for name, v in zip(METRICS, ev.stats)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]; T: IoU thresholds .50, .55, ..., .95
     per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(ev.params.catIds):
-        name = coco_gt.cats[cat_id]["name"]
+        name = ev.cocoGt.cats[cat_id]["name"]
         for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
             p = p[p > -1]
             table[name] = float(p.mean()) if p.size else -1.0
     out["per_class"] = per_class
     out["per_class_AP50"] = per_class50
     return out
+
+
+# Files `write_analysis` writes next to the results (plots_dir).
+PLOT_FILES = {"pr_curve": "pr_curve.png", "threshold_curves": "threshold_curves.png",
+              "confusion_matrix": "confusion_matrix.png", "confusion_json": "confusion_matrix.json",
+              "errors": "errors.jpg", "curves_json": "curves.json"}
+
+
+def write_analysis(ev, dataset: CocoDetection, out_dir: str | Path, *, gallery: int = 9) -> dict[str, Any]:
+    """The pictures of an evaluation, from the accumulated COCOeval `ev` (see cornernet_cli.engine.analysis),
+    written into `out_dir`: PLOT_FILES. The confusion matrix and the error gallery use the best pooled-F1
+    score threshold; the gallery shows the `gallery` images with the most errors.
+
+    Returns {"best_f1": {threshold, f1, precision, recall, tp, fp, fn}, "plots": {key: path}}.
+    """
+    from cornernet_cli import plots
+    from cornernet_cli.engine import analysis
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {k: out_dir / v for k, v in PLOT_FILES.items()}
+    matches = analysis.class_matches(ev)
+    best = analysis.best_f1(analysis.pooled(matches))
+    threshold = best["threshold"]
+    curves = {"pr": analysis.pr_curves(ev), "threshold": analysis.threshold_curves(matches), "best_f1": best}
+    files["curves_json"].write_text(json.dumps(curves))
+    plots.pr_curve(curves["pr"], files["pr_curve"])
+    plots.threshold_curves(curves["threshold"], best, files["threshold_curves"])
+    outcomes = analysis.image_outcomes(ev, threshold if threshold is not None else math.inf)
+    confusion = analysis.confusion_matrix(outcomes, [ev.cocoGt.cats[c]["name"] for c in ev.params.catIds])
+    files["confusion_json"].write_text(json.dumps({**confusion, "threshold": threshold}, indent=1))
+    plots.confusion_matrix(confusion, files["confusion_matrix"], threshold=threshold)
+    index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
+    worst = sorted(outcomes.values(), key=lambda o: (-o.errors, o.image_id))[:gallery]
+    tiles = [(dataset[index_of[o.image_id]].image, o,
+              f"{dataset.image_path(index_of[o.image_id]).name}: {len(o.false_positives)} FP, {len(o.misses)} missed")
+             for o in worst]
+    if tiles:
+        plots.error_gallery(tiles, files["errors"], threshold=threshold)
+    else:
+        del files["errors"]
+    return {"best_f1": best, "plots": {k: str(v) for k, v in files.items()}}
 
 
 def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[int]]:
@@ -156,6 +212,7 @@ def evaluate_model(
     params: DecodeConfig = DecodeConfig(),
     results_path: str | Path | None = None,
     amp: str = "off",
+    plots_dir: str | Path | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> dict[str, Any]:
@@ -166,9 +223,11 @@ def evaluate_model(
     name, see `class_mapping`; the dataset's category ids are written, so `category_ids` is only a fallback
     and may be None). flip / scales: test-time augmentation; max_images: evaluate the first N images only;
     batch_size: images per forward pass; results_path: also write the COCO results JSON there; amp: the
-    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`). rank / world_size: run only
-    every world_size-th batch from the rank-th on, in an initialised torch.distributed group of that size;
-    results are gathered, rank 0 computes the metrics and writes results_path, every rank returns them.
+    network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`); plots_dir: also write the
+    evaluation's pictures there (`write_analysis`; adds "best_f1" and "plots" to the result). rank / world_size:
+    run only every world_size-th batch from the rank-th on, in an initialised torch.distributed group of that
+    size; results are gathered, rank 0 computes the metrics and writes results_path and the pictures, every
+    rank returns the metrics.
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
@@ -220,17 +279,21 @@ def evaluate_model(
             model.train(was_training)
     results = _gather_shards(results, timer, world_size)
     image_ids = [dataset.image_ids[i] for i in range(count)]
-    metrics = None
-    if rank == 0:  # COCOeval once, not once per process
-        metrics = coco_metrics(dataset.coco, results, image_ids) if count else {m: -1.0 for m in METRICS}
+    metrics: dict[str, Any] | None = None
+    if rank == 0:  # COCOeval (and the pictures) once, not once per process
+        metrics = {m: -1.0 for m in METRICS}
+        if count:
+            ev = run_cocoeval(dataset.coco, results, image_ids)
+            metrics = summary_metrics(ev)
+            if plots_dir is not None:
+                metrics.update(write_analysis(ev, dataset, plots_dir))
     metrics = _from_rank0(metrics, rank, world_size)
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
                     "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
                     "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
     if results_path is not None and rank == 0:
-        Path(results_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(results_path).write_text(json.dumps(results))
+        write_json(results_path, results)
     return metrics
 
 
@@ -240,8 +303,8 @@ def evaluate(
     data_dir: str | Path,
     split: str = "val",
     device: str = "cpu",
-    flip: bool = True,
-    scales: Sequence[float] = (1.0,),
+    flip: bool | None = None,
+    scales: Sequence[float] | None = None,
     batch_size: int = 1,
     max_images: int | None = None,
     oracle: str | None = None,
@@ -250,47 +313,74 @@ def evaluate(
     params: DecodeConfig = DecodeConfig(),
     progress: bool = True,
     amp: str = "off",
+    offline: bool = False,
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
-    """`cornernet eval`: load `checkpoint` (a .safetensors checkpoint or an exported .onnx graph), evaluate, write
-    the COCO results JSON to `out` and the metrics to metrics.json next to it. Returns the metrics (see
-    `evaluate_model`) plus "results" and "metrics_file" paths, and "rank" / "world_size". Launched by torchrun,
-    the images are sharded across the processes (module docstring); only rank 0 writes files and shows progress."""
-    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network
+    """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights, a named model, see
+    `cornernet_cli.hub`, or an exported .onnx graph run by onnxruntime; offline: never download one), evaluate,
+    write the COCO results JSON to `out`, the metrics to metrics.json next to it (both atomically) and the
+    pictures of `write_analysis` there too. Returns the metrics (see `evaluate_model`) plus "results",
+    "metrics_file", "rank" and "world_size". scales: test scales; None: the one the checkpoint was trained for
+    (1 without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on;
+    off for squeeze). Launched by torchrun, the images are sharded across the processes (module docstring);
+    only rank 0 shows progress, claims `out` and writes files.
+
+    metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
+    at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
+    locked against a second process (`cornernet_cli.engine.rundir`)."""
+    from cornernet_cli.engine.checkpoint import test_scales
+    from cornernet_cli.engine.device import resolve_device
+    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
     from cornernet_cli.engine.precision import amp_dtype
+    from cornernet_cli.engine.rundir import claim_output
     from cornernet_cli.engine.train import init_distributed
 
+    # Under torchrun, "cuda" is this process's GPU (cuda:LOCAL_RANK).
+    device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
         raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
     if oracle is None and oracle_embeddings != "gt":
         raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
-    env = init_distributed(torch.device(device))
-    if env.enabled and torch.device(device).type == "cuda":
-        device = f"cuda:{env.local_rank}"  # one GPU per process, as torchrun numbers them
-        torch.cuda.set_device(device)
+    env = init_distributed(device)
     progress = progress and env.is_main
-    model, names = None, None
-    if checkpoint is not None:
-        model, meta = load_network(checkpoint, device=device)
-        check_amp(model, amp)
-        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
-        names = meta["class_names"]
-        source = str(checkpoint)
-    else:
-        source = "the dataset"
-    try:
-        metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip, scales=scales,
-                                 max_images=max_images, progress=progress, batch_size=batch_size, oracle=oracle,
-                                 oracle_gt_embeddings=oracle_embeddings == "gt", params=params, results_path=out,
-                                 amp=amp, rank=env.rank, world_size=env.world_size)
-    except CornerNetError as e:
-        raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
     out = Path(out)
     metrics_file = out.with_name("metrics.json")
-    metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
-                    "results": str(out), "metrics_file": str(metrics_file), "world_size": env.world_size})
-    if env.is_main:
-        metrics_file.write_text(json.dumps(metrics, indent=2))
+    source = str(checkpoint) if checkpoint is not None else "the dataset"
+    if checkpoint is not None:
+        checkpoint = resolve_network(checkpoint, offline=offline, progress=progress)
+    job = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+           "data": str(Path(data_dir).resolve()), "split": split, "flip": flip,
+           "scales": [float(s) for s in scales] if scales else None, "max_images": max_images, "oracle": oracle,
+           "oracle_embeddings": oracle_embeddings, "amp": amp, "centre_check": bool(params.centre_check)}
+    # Only rank 0 writes, so only it holds the output lock and checks the earlier job.
+    claim = (claim_output(out.parent, job=job, record_file=metrics_file, exist_ok=exist_ok, output=out,
+                          lock_name=f".{out.name}.lock") if env.is_main else contextlib.nullcontext())
+    with claim:
+        model, names = None, None
+        if checkpoint is not None:
+            model, meta = load_network(checkpoint, device=device)
+            check_amp(model, amp)
+            params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
+            names = meta["class_names"]
+            scales = test_scales(meta, scales)
+        else:
+            scales = scales or (1.0,)
+        if flip is None:
+            flip = preset_test_settings(model.config if model is not None else None)["flip"]
+        try:
+            metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip,
+                                     scales=scales, max_images=max_images, progress=progress, batch_size=batch_size,
+                                     oracle=oracle, oracle_gt_embeddings=oracle_embeddings == "gt", params=params,
+                                     results_path=out, amp=amp, plots_dir=out.parent, rank=env.rank,
+                                     world_size=env.world_size)
+        except CornerNetError as e:
+            raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
+        metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
+                        "results": str(out), "metrics_file": str(metrics_file), "job": job,
+                        "world_size": env.world_size})
+        if env.is_main:
+            write_json(metrics_file, metrics, indent=2)
     metrics["rank"] = env.rank
     return metrics
 
@@ -329,4 +419,5 @@ def summary_line(metrics: dict[str, Any]) -> str:
     return " ".join(f"{m} {_fmt(metrics.get(m, -1.0))}" for m in ("AP", "AP50", "AP75"))
 
 
-__all__ = ["METRICS", "class_mapping", "coco_metrics", "evaluate", "evaluate_model", "metrics_tables", "summary_line"]
+__all__ = ["METRICS", "PLOT_FILES", "class_mapping", "coco_metrics", "evaluate", "evaluate_model", "metrics_tables",
+           "run_cocoeval", "summary_line", "summary_metrics", "write_analysis"]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cornernet_cli.config import DecodeConfig
-from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.config import DecodeConfig, preset_test_settings
+from cornernet_cli.data.letterbox import Letterbox, output_size
 from cornernet_cli.data.transforms import flip_boxes, flip_image, prepare_test_image
 from cornernet_cli.model.cornernet import CentreOutputs, CornerOutputs
 from cornernet_cli.postprocess import detections_to_image, merge_detections
@@ -55,10 +55,11 @@ class StageTimer:
         return out
 
 
-def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox]) -> tuple[torch.Tensor, list[Letterbox]]:
+def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox], stride: int = 4
+                 ) -> tuple[torch.Tensor, list[Letterbox]]:
     """Pad [3, h_i, w_i] inputs at the bottom / right with 0 (the mean colour after normalisation) to a common
-    [B, 3, H, W] and return the Letterboxes rewritten for that canvas (same offset, larger input / output size),
-    so `output_to_image` stays exact for every image of the batch."""
+    [B, 3, H, W] and return the Letterboxes rewritten for that canvas (same offset, larger input / output size
+    for a network of output stride `stride`), so `output_to_image` stays exact for every image of the batch."""
     height = max(t.shape[1] for t in tensors)
     width = max(t.shape[2] for t in tensors)
     batch = torch.zeros(len(tensors), 3, height, width)
@@ -66,7 +67,7 @@ def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox]) ->
     for i, (t, lb) in enumerate(zip(tensors, boxes)):
         batch[i, :, : t.shape[1], : t.shape[2]] = t
         out.append(Letterbox(image_size=lb.image_size, scale=lb.scale, input_size=(height, width), offset=lb.offset,
-                             output_size=((height + 3) // 4, (width + 3) // 4)))
+                             output_size=output_size((height, width), stride)))
     return batch, out
 
 
@@ -166,7 +167,8 @@ def detect_images(
 ) -> list[np.ndarray] | tuple[list[np.ndarray], list]:
     """Detect objects in a batch of BGR uint8 images [H_i, W_i, 3] (any sizes).
 
-    model: a CornerNet in eval mode (None only with oracle="heatmaps+offsets"; then give num_classes).
+    model: a CornerNet in eval mode (None only with oracle="heatmaps+offsets"; then give num_classes); the
+    inputs are padded and the boxes mapped back for its `output_stride` (4 without a model).
     scales: test scales (paper: 0.5, 0.75, 1, 1.25, 1.5); flip: add the mirrored image to the batch and
     concatenate both detection sets before soft-NMS (the paper's test-time flip).
     oracle / gt: replace the head outputs by ground truth built from gt[i] = (boxes [N, 4] image pixels,
@@ -189,13 +191,17 @@ def detect_images(
         raise ValueError("an oracle needs the ground truth `gt`")
     if num_classes is None:
         num_classes = int(model.num_classes)
+    stride = model.output_stride if model is not None else 4
+    preset = preset_test_settings(getattr(model, "config", None))
+    k = params.k if params.k is not None else preset["k"]
+    num_dets = params.num_dets if params.num_dets is not None else preset["num_dets"]
     n = len(images)
     per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
     kept_outputs: list = []
     for scale in scales:
         start = timer.tick()
-        prepared = [prepare_test_image(img, float(scale), max_side=params.max_side) for img in images]
-        batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared])
+        prepared = [prepare_test_image(img, float(scale), max_side=params.max_side, stride=stride) for img in images]
+        batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared], stride)
         if flip:
             batch = torch.cat([batch, flip_image(batch)], dim=0)
         if model is not None:
@@ -224,8 +230,8 @@ def detect_images(
         if return_outputs and not kept_outputs:
             kept_outputs.append((outputs.map(lambda t: t.float().cpu()), boxes))
         ct_heat = outputs.ct_heat if params.centre_check else None
-        dets = decode(*outputs, ct_heat, outputs.ct_off, k=params.k, kernel=params.kernel,
-                      ae_threshold=params.ae_threshold, num_dets=params.num_dets,
+        dets = decode(*outputs, ct_heat, outputs.ct_off, k=k, kernel=params.kernel,
+                      ae_threshold=params.ae_threshold, num_dets=num_dets,
                       centre_n=params.centre_n).cpu().numpy()
         for i, lb in enumerate(boxes):
             per_image[i].append(detections_to_image(dets[i], lb))

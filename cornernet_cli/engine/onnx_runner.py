@@ -13,7 +13,8 @@ the same name next to it (model.onnx -> model.safetensors).
 Input sizes: a dynamic export pools exactly up to its `max_size` pixels a side (larger inputs are refused;
 `max_input_side` gives the letterbox cap that keeps inputs inside it). A static export takes exactly its
 [1, 3, H, W]: smaller inputs are padded at the bottom / right with 0 (the mean colour) and the outputs
-cropped back to ceil(h / 4) x ceil(w / 4), batches run one image at a time, larger inputs are refused.
+cropped back to ceil(h / s) x ceil(w / s) for the model's output stride s (4; 8 for squeeze), batches run one
+image at a time, larger inputs are refused.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from cornernet_cli.config import ModelConfig
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.model.cornernet import CornerOutputs, outputs_from_heads
 
-STRIDE = 4
 META_KEYS = ("cornernet_model_config", "cornernet_class_names", "cornernet_category_ids")
 
 
@@ -85,6 +85,7 @@ class OnnxNetwork(nn.Module):
         self.path = Path(path)
         self.config = config
         self.num_classes = config.num_classes
+        self.output_stride = config.output_stride  # the test-time path pads inputs and maps boxes back with it
         self.max_size = max_size
         self.static_size = static_size
         options = ort.SessionOptions()
@@ -116,17 +117,14 @@ class OnnxNetwork(nn.Module):
                                      f"with dynamic=True (or height={h}, width={w})")
             padded = np.pad(x, ((0, 0), (0, 0), (0, sh - h), (0, sw - w)))
             rows = [self._run(padded[i : i + 1]) for i in range(b)]
-            oh, ow = math.ceil(h / STRIDE), math.ceil(w / STRIDE)
+            oh, ow = math.ceil(h / self.output_stride), math.ceil(w / self.output_stride)
             heads = [np.concatenate([r[j] for r in rows])[:, :, :oh, :ow] for j in range(len(rows[0]))]
         outputs = outputs_from_heads(torch.from_numpy(np.ascontiguousarray(t)).to(images.device) for t in heads)
         return [outputs]
 
 
-def load_onnx(path: str | Path, device: torch.device | str = "cpu",
-              threads: int | None = None) -> tuple[OnnxNetwork, dict[str, Any]]:
-    """Open an exported graph. Returns (OnnxNetwork, meta) with meta as `load_model` gives it (model_config,
-    class_names, category_ids, extra), read from the graph or from the checkpoint of the same name beside it."""
-    path = Path(path)
+def _open_graph(path: Path) -> Any:
+    """The onnx ModelProto of `path` (weights not loaded); one-line CornerNetError when missing or unreadable."""
     if not path.is_file():
         raise CornerNetError(f"ONNX model not found: {path}")
     try:
@@ -135,20 +133,41 @@ def load_onnx(path: str | Path, device: torch.device | str = "cpu",
     except ImportError:
         raise CornerNetError(f"running {path} needs onnxruntime: pip install 'cornernet[onnx]'") from None
     try:
-        graph = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises several types for a truncated or foreign file
         raise CornerNetError(f"{path} is not a readable ONNX model: {str(e).splitlines()[0] if str(e) else e}") \
             from None
-    props = {p.key: p.value for p in graph.metadata_props}
-    meta = _meta_from_graph(props, path)
-    if meta is None:
-        from cornernet_cli.engine.checkpoint import read_checkpoint
 
-        beside = path.with_suffix(".safetensors")
-        if not beside.is_file():
-            raise CornerNetError(f"{path} carries no cornernet metadata (class names, model config) and there is no "
-                                 f"checkpoint {beside} beside it: export it again with `cornernet export`")
-        _, meta = read_checkpoint(beside)
+
+def _graph_meta(graph: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint-style meta of an opened graph: from its metadata, else from the checkpoint beside it."""
+    meta = _meta_from_graph({p.key: p.value for p in graph.metadata_props}, path)
+    if meta is not None:
+        return meta
+    from cornernet_cli.engine.checkpoint import read_metadata
+
+    beside = path.with_suffix(".safetensors")
+    if not beside.is_file():
+        raise CornerNetError(f"{path} carries no cornernet metadata (class names, model config) and there is no "
+                             f"checkpoint {beside} beside it: export it again with `cornernet export`")
+    return read_metadata(beside)
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The meta of an exported graph as `read_metadata` gives a checkpoint's (model_config, class_names,
+    category_ids, extra), without starting an onnxruntime session."""
+    path = Path(path)
+    return _graph_meta(_open_graph(path), path)
+
+
+def load_onnx(path: str | Path, device: torch.device | str = "cpu",
+              threads: int | None = None) -> tuple[OnnxNetwork, dict[str, Any]]:
+    """Open an exported graph. Returns (OnnxNetwork, meta) with meta as `load_model` gives it (model_config,
+    class_names, category_ids, extra), read from the graph or from the checkpoint of the same name beside it."""
+    path = Path(path)
+    graph = _open_graph(path)
+    meta = _graph_meta(graph, path)
+    props = {p.key: p.value for p in graph.metadata_props}
     inputs = [i for i in graph.graph.input if i.name == "images"]
     if not inputs:
         raise CornerNetError(f"{path} has no input named 'images'; is it a `cornernet export` graph?")
@@ -159,9 +178,34 @@ def load_onnx(path: str | Path, device: torch.device | str = "cpu",
     want = 8 if meta["model_config"].centre_head else 6
     if outputs != want:
         raise CornerNetError(f"{path} has {outputs} outputs; a model with this config has {want} heads")
+    stride = int(props.get("cornernet_output_stride", meta["model_config"].output_stride))
+    if stride != meta["model_config"].output_stride:
+        raise CornerNetError(f"{path}: cornernet_output_stride {stride} disagrees with its model config's "
+                             f"output_stride {meta['model_config'].output_stride}")
     del graph
     return OnnxNetwork(path, config=meta["model_config"], max_size=max_size, static_size=static, device=device,
                        threads=threads), meta
+
+
+def resolve_network(source: str | Path, *, offline: bool = False, progress: bool = True) -> Path:
+    """The file to load for `source`: an exported .onnx graph as it is, anything else (a checkpoint, original /
+    mmdetection weights, a model name) through `cornernet_cli.hub.resolve_weights`."""
+    if is_onnx(source):
+        if not Path(source).is_file():
+            raise CornerNetError(f"ONNX model not found: {source}")
+        return Path(source)
+    from cornernet_cli.hub import resolve_weights
+
+    return resolve_weights(source, offline=offline, progress=progress)
+
+
+def read_network_metadata(path: str | Path) -> dict[str, Any]:
+    """The meta of a checkpoint (`read_metadata`) or of an exported graph (`read_onnx_metadata`)."""
+    if is_onnx(path):
+        return read_onnx_metadata(path)
+    from cornernet_cli.engine.checkpoint import read_metadata
+
+    return read_metadata(path)
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -188,4 +232,5 @@ def fit_max_side(model: nn.Module, max_side: int) -> int:
     return max_side
 
 
-__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "is_onnx", "load_network", "load_onnx"]
+__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "is_onnx", "load_network", "load_onnx", "read_network_metadata",
+           "read_onnx_metadata", "resolve_network"]

@@ -16,7 +16,8 @@ HEAT_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: the focal-loss prior of the paper's 
 
 
 class CornerOutputs(NamedTuple):
-    """Raw head outputs of one stack, at output resolution h = ceil(H/4), w = ceil(W/4).
+    """Raw head outputs of one stack, at output resolution h = ceil(H/s), w = ceil(W/s), s = the model's
+    output_stride (4; 8 for CornerNet-Squeeze).
 
     tl_heat, br_heat: [B, C, h, w] heatmap logits (apply sigmoid for scores).
     tl_emb, br_emb:   [B, 1, h, w] associative embeddings.
@@ -110,34 +111,38 @@ class CornerPoolModule(nn.Module):
         return self.out(F.relu(y, inplace=True))
 
 
-def head(in_channels: int, hidden: int, out_channels: int, bias: float | None = None) -> nn.Sequential:
-    """3x3 conv with bias + ReLU (no BN), then a 1x1 conv with bias to `out_channels`."""
+def head(in_channels: int, hidden: int, out_channels: int, bias: float | None = None,
+         kernel: int = 3) -> nn.Sequential:
+    """kernel x kernel conv with bias + ReLU (no BN; 3x3 in the paper, 1x1 in CornerNet-Squeeze), then a 1x1
+    conv with bias to `out_channels`."""
     last = nn.Conv2d(hidden, out_channels, 1)
     if bias is not None:
         nn.init.constant_(last.bias, bias)
-    return nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(inplace=True), last)
+    return nn.Sequential(nn.Conv2d(in_channels, hidden, kernel, padding=(kernel - 1) // 2), nn.ReLU(inplace=True),
+                         last)
 
 
 class CornerPrediction(nn.Module):
     """Prediction module of one stack for both corner types: [B, cnv, h, w] -> CornerOutputs."""
 
     def __init__(self, *, cnv_channels: int, pool_channels: int, head_channels: int, num_classes: int,
-                 corner_pool: bool = True, centre_head: bool = False):
+                 corner_pool: bool = True, centre_head: bool = False, head_kernel: int = 3):
         super().__init__()
         c = cnv_channels
+        k = head_kernel
         self.tl_pool = CornerPoolModule(channels=c, pool_channels=pool_channels, directions=("top", "left"),
                                         enabled=corner_pool)
         self.br_pool = CornerPoolModule(channels=c, pool_channels=pool_channels,
                                         directions=("bottom", "right"), enabled=corner_pool)
-        self.tl_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS)
-        self.br_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS)
-        self.tl_emb = head(c, head_channels, 1)
-        self.br_emb = head(c, head_channels, 1)
-        self.tl_off = head(c, head_channels, 2)
-        self.br_off = head(c, head_channels, 2)
+        self.tl_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS, kernel=k)
+        self.br_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS, kernel=k)
+        self.tl_emb = head(c, head_channels, 1, kernel=k)
+        self.br_emb = head(c, head_channels, 1, kernel=k)
+        self.tl_off = head(c, head_channels, 2, kernel=k)
+        self.br_off = head(c, head_channels, 2, kernel=k)
         # The centre heads read the hourglass features directly (no corner pooling): a centre lies inside its object.
-        self.ct_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS) if centre_head else None
-        self.ct_off = head(c, head_channels, 2) if centre_head else None
+        self.ct_heat = head(c, head_channels, num_classes, bias=HEAT_BIAS, kernel=k) if centre_head else None
+        self.ct_off = head(c, head_channels, 2, kernel=k) if centre_head else None
 
     def forward(self, cnv: torch.Tensor) -> CornerOutputs:
         tl, br = self.tl_pool(cnv), self.br_pool(cnv)
@@ -153,21 +158,26 @@ class CornerNet(nn.Module):
     """Stacked hourglass with one corner prediction module per stack (intermediate supervision).
 
     forward(images [B, 3, H, W], normalised) -> list[CornerOutputs]: one per stack in train mode,
-    only the last stack's in eval mode. Outputs are at ceil(H/4) x ceil(W/4).
+    only the last stack's in eval mode. Outputs are at ceil(H/s) x ceil(W/s), s = output_stride (4 or 8).
+    block / output_stride / head_kernel: see `cornernet_cli.config.ModelConfig` (CornerNet-Squeeze: "fire", 8, 1).
     """
 
     def __init__(self, *, num_stacks: int, stem_channels: int, channels: tuple[int, ...], blocks: tuple[int, ...],
                  cnv_channels: int, pool_channels: int, head_channels: int, num_classes: int,
-                 corner_pool: bool = True, centre_head: bool = False):
+                 corner_pool: bool = True, centre_head: bool = False, block: str = "residual",
+                 output_stride: int = 4, head_kernel: int = 3):
         super().__init__()
         self.backbone = StackedHourglass(num_stacks=num_stacks, stem_channels=stem_channels, channels=channels,
-                                         blocks=blocks, cnv_channels=cnv_channels)
+                                         blocks=blocks, cnv_channels=cnv_channels, block=block,
+                                         output_stride=output_stride)
         self.predictions = nn.ModuleList(
             CornerPrediction(cnv_channels=cnv_channels, pool_channels=pool_channels, head_channels=head_channels,
-                             num_classes=num_classes, corner_pool=corner_pool, centre_head=centre_head)
+                             num_classes=num_classes, corner_pool=corner_pool, centre_head=centre_head,
+                             head_kernel=head_kernel)
             for _ in range(num_stacks)
         )
         self.num_classes = num_classes
+        self.output_stride = output_stride
         self.config: ModelConfig | None = None  # set by build_model / from_config
 
     @classmethod

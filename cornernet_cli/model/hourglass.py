@@ -1,8 +1,10 @@
 """Stacked hourglass backbone (Newell et al. 2016) as CornerNet modifies it (paper section 4.1).
 
-All tensors are NCHW. The stem divides the resolution by 4 (7x7/2 conv, stride-2 residual), so a
-[B, 3, H, W] image gives [B, C, ceil(H/4), ceil(W/4)] features. Any H, W work: each hourglass level
-upsamples back to its skip connection's exact size, so odd sizes do not break it.
+All tensors are NCHW. The stem divides the resolution by 4 (7x7/2 conv, stride-2 residual) or, with
+output_stride 8 (CornerNet-Squeeze), by 8 (a second stride-2 residual), so a [B, 3, H, W] image gives
+[B, C, ceil(H/s), ceil(W/s)] features. Any H, W work: each hourglass level upsamples back to its skip
+connection's exact size, so odd sizes do not break it. block "fire" builds CornerNet-Squeeze's hourglass
+(cornernet_cli.model.squeeze): fire modules instead of residuals, transposed-convolution upsampling.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cornernet_cli.model.pointwise import PointwiseConv
+from cornernet_cli.model.squeeze import FireModule, TransposedUpsample
 
 
 class ConvBNReLU(nn.Sequential):
@@ -21,19 +26,6 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True),
         )
-
-
-class PointwiseConv(nn.Conv2d):
-    """A 1x1 convolution (no bias) with a stride, computed as subsampling then a stride-1 1x1 convolution: the
-    same values and parameters, but it avoids oneDNN's strided 1x1 weight-gradient kernel, which corrupts the
-    heap in channels_last with fewer than 16 input channels (torch 2.13 CPU; crashes the `tiny` preset)."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
-        super().__init__(in_ch, out_ch, 1, stride=stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride
-        return F.conv2d(x[..., :: s[0], :: s[1]] if s != (1, 1) else x, self.weight, self.bias)
 
 
 class Residual(nn.Module):
@@ -57,52 +49,69 @@ class Residual(nn.Module):
         return F.relu(y + self.skip(x), inplace=True)
 
 
-def residuals(in_ch: int, out_ch: int, count: int, stride: int = 1) -> nn.Sequential:
-    """`count` residual blocks; the first goes in_ch -> out_ch with `stride`."""
-    layers = [Residual(in_ch, out_ch, stride)]
-    layers += [Residual(out_ch, out_ch) for _ in range(count - 1)]
+_BLOCKS = {"residual": Residual, "fire": FireModule}
+
+
+def residuals(in_ch: int, out_ch: int, count: int, stride: int = 1, block: str = "residual") -> nn.Sequential:
+    """`count` blocks (Residual, or FireModule with block="fire"); the first goes in_ch -> out_ch with `stride`."""
+    make = _BLOCKS[block]
+    layers = [make(in_ch, out_ch, stride)]
+    layers += [make(out_ch, out_ch) for _ in range(count - 1)]
     return nn.Sequential(*layers)
+
+
+class NearestUpsample(nn.Module):
+    """Nearest-neighbour upsampling of [B, C, h, w] to `size` (the skip connection's (H, W))."""
+
+    def forward(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="nearest")
 
 
 class Hourglass(nn.Module):
     """One hourglass, built recursively from `channels` and `blocks` (outermost level first).
 
-    Level with widths (c, c') and block count m:
-      up1  = m residuals at c;
-      low1 = stride-2 residual c -> c', then m - 1 residuals at c';
-      low2 = the next level, or at the bottom `blocks[-1]` residuals at c';
-      low3 = m - 1 residuals at c', then one c' -> c;
-      out  = up1 + upsample_nearest(low3) to up1's size.
+    Level with widths (c, c') and block count m (blocks: residuals, or fire modules with block="fire"):
+      up1  = m blocks at c;
+      low1 = stride-2 block c -> c', then m - 1 blocks at c';
+      low2 = the next level, or at the bottom `blocks[-1]` blocks at c';
+      low3 = m - 1 blocks at c', then one c' -> c;
+      out  = up1 + up2(low3) at up1's size; up2 is nearest-neighbour upsampling, or with block="fire" a 4x4
+             stride-2 transposed convolution (cropped to up1's size).
     """
 
-    def __init__(self, channels: tuple[int, ...], blocks: tuple[int, ...]):
+    def __init__(self, channels: tuple[int, ...], blocks: tuple[int, ...], block: str = "residual"):
         super().__init__()
         if len(channels) < 2 or len(channels) != len(blocks):
             raise ValueError("channels and blocks must have the same length (>= 2)")
+        if block not in _BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(_BLOCKS)}, got {block!r}")
         c, c_next = channels[0], channels[1]
         m = blocks[0]
-        self.up1 = residuals(c, c, m)
-        self.low1 = residuals(c, c_next, m, stride=2)
+        make = _BLOCKS[block]
+        self.up1 = residuals(c, c, m, block=block)
+        self.low1 = residuals(c, c_next, m, stride=2, block=block)
         if len(channels) > 2:
-            self.low2 = Hourglass(channels[1:], blocks[1:])
+            self.low2 = Hourglass(channels[1:], blocks[1:], block=block)
         else:
-            self.low2 = residuals(c_next, c_next, blocks[1])
-        self.low3 = nn.Sequential(
-            *[Residual(c_next, c_next) for _ in range(m - 1)], Residual(c_next, c)
-        )
+            self.low2 = residuals(c_next, c_next, blocks[1], block=block)
+        self.low3 = nn.Sequential(*[make(c_next, c_next) for _ in range(m - 1)], make(c_next, c))
+        self.up2 = TransposedUpsample(c) if block == "fire" else NearestUpsample()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up1 = self.up1(x)
         low3 = self.low3(self.low2(self.low1(x)))
-        return up1 + F.interpolate(low3, size=up1.shape[-2:], mode="nearest")
+        return up1 + self.up2(low3, up1.shape[-2:])
 
 
 class StackedHourglass(nn.Module):
     """Stem + `num_stacks` hourglasses; returns each stack's `cnv` features.
 
-    Between stacks: 1x1 conv-BN of the stack's input + 1x1 conv-BN of its cnv, ReLU, one residual.
+    Stem: 7x7/2 conv-BN-ReLU to stem_channels, a stride-2 residual to channels[0], and with output_stride 8
+    a second stride-2 residual at channels[0]. Between stacks: 1x1 conv-BN of the stack's input + 1x1 conv-BN
+    of its cnv, ReLU, one residual (a residual with either block kind, as CornerNet-Squeeze has it).
 
-    forward: images [B, 3, H, W] -> list of num_stacks tensors [B, cnv_channels, ceil(H/4), ceil(W/4)].
+    forward: images [B, 3, H, W] -> list of num_stacks tensors [B, cnv_channels, ceil(H/s), ceil(W/s)],
+    s = output_stride.
     """
 
     def __init__(
@@ -113,11 +122,16 @@ class StackedHourglass(nn.Module):
         channels: tuple[int, ...],
         blocks: tuple[int, ...],
         cnv_channels: int,
+        block: str = "residual",
+        output_stride: int = 4,
     ):
         super().__init__()
+        if output_stride not in (4, 8):
+            raise ValueError(f"output_stride must be 4 or 8, got {output_stride}")
         c = channels[0]
-        self.stem = nn.Sequential(ConvBNReLU(3, stem_channels, 7, stride=2), Residual(stem_channels, c, 2))
-        self.hourglasses = nn.ModuleList(Hourglass(channels, blocks) for _ in range(num_stacks))
+        extra = [Residual(c, c, 2)] if output_stride == 8 else []
+        self.stem = nn.Sequential(ConvBNReLU(3, stem_channels, 7, stride=2), Residual(stem_channels, c, 2), *extra)
+        self.hourglasses = nn.ModuleList(Hourglass(channels, blocks, block=block) for _ in range(num_stacks))
         self.cnvs = nn.ModuleList(ConvBNReLU(c, cnv_channels, 3) for _ in range(num_stacks))
         n_inter = num_stacks - 1
         self.inters_ = nn.ModuleList(
