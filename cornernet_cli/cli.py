@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cornernet_cli import __version__
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 
 app = typer.Typer(
     name="cornernet",
@@ -173,14 +174,26 @@ def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
         raise CornerNetError(f"{option} takes comma-separated integers, got {text!r}", 2) from None
 
 
-_TRAIN_FLAGS = {"preset": "--preset", "weights": "--weights", "time_budget": "--time", "time_clock": "--time-clock",
-                "iters": "--iters", "epochs": "--epochs", "freeze": "--freeze", "lr": "--lr", "lr_steps": "--lr-steps"}
+# Parameters of the API whose flag is not --<name with dashes>.
+_RENAMED = {"time_budget": "--time"}
 
 
-def _as_flags(message: str, flags: dict[str, str]) -> str:
-    """A library message with its parameter names replaced by the command-line flags that set them."""
-    words = "|".join(map(re.escape, flags))
-    return re.sub(rf"(?<![\w/.-])({words})(?![\w/.-])", lambda m: flags[m.group(1)], message)
+def _as_flags(message: str, names: Sequence[str]) -> str:
+    """A library message with the parameter `names` replaced by the command-line flags that set them; quoted
+    values ('...') are left as they are."""
+    flags = {n: _RENAMED.get(n, "--" + n.replace("_", "-")) for n in names}
+    pattern = re.compile(rf"(?<![\w/.-])({'|'.join(map(re.escape, flags))})(?![\w/.-])")
+    parts = re.split(r"('[^']*')", message)
+    return "".join(p if i % 2 else pattern.sub(lambda m: flags[m.group(1)], p) for i, p in enumerate(parts))
+
+
+@contextlib.contextmanager
+def _flag_errors(*names: str) -> Iterator[None]:
+    """Report the API's SettingErrors about `names` with the flags' names."""
+    try:
+        yield
+    except SettingError as e:
+        raise CornerNetError(_as_flags(str(e), names), e.exit_code) from None
 
 
 @app.command("train")
@@ -284,40 +297,23 @@ def train_cmd(
     Multi-GPU / multi-node: launch the same command with torchrun, e.g.
     `torchrun --nproc_per_node 8 -m cornernet_cli.cli train --preset hourglass-104 ...`.
     """
-    from cornernet_cli.engine.precision import AMP_DTYPES
-    from cornernet_cli.engine.settings import train_settings
-    from cornernet_cli.engine.train import resolve_device, train
+    from cornernet_cli.api import train
 
-    if amp not in AMP_DTYPES:  # the device (and so whether fp16 is allowed) is resolved later, in train()
-        raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
-    if lr_schedule not in (None, "step", "cosine"):
-        raise CornerNetError(f"--lr-schedule must be step or cosine, got {lr_schedule!r}", 2)
-    if radius not in ("object", "fixed", "none"):
-        raise CornerNetError(f"--radius must be object, fixed or none, got {radius!r}", 2)
-    if not data.is_dir():
-        raise CornerNetError(f"--data {data} is not a folder", 2)
-    given = dict(input_size=input_size, batch_size=batch_size, lr=lr, lr_steps=_parse_ints(lr_steps, "--lr-steps"),
-                 lr_schedule=lr_schedule, warmup_iters=warmup, grad_clip=grad_clip, ema=ema, workers=workers,
-                 centre_head=centre_head, test_scale=test_scale,
-                 random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None,
-                 val_scales=_parse_floats(val_scales, "--val-scales") if val_scales else None)
-    overrides = {k: v for k, v in given.items() if v is not None}
-    overrides.update(amp=amp, channels_last=channels_last, seed=seed, pull_weight=pull_weight,
-                     push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
-                     corner_pool=not no_corner_pool)
-    try:
-        s = train_settings(data_dir=data, preset=preset, weights=weights, offline=offline, time_budget=time,
-                           time_clock=time_clock, iters=iters, epochs=epochs, device_type=resolve_device(device).type,
-                           world_size=int(os.environ.get("WORLD_SIZE", "1")), val_dir=val, val_split=val_split,
-                           overrides=overrides)
-    except ValueError as e:
-        raise CornerNetError(_as_flags(str(e), _TRAIN_FLAGS), 2) from None
-    for line in s.choices:
-        console.print(f"[dim]{escape(line)}[/]", highlight=False)
-    result = train(data_dir=data, out_dir=out, model_cfg=s.model, data_cfg=s.data, train_cfg=s.train,
-                   val_dir=s.val_dir, device=device, resume=resume, exist_ok=exist_ok, log_every=log_every,
-                   val_every=val_every, save_every=save_every, val_split=s.val_split, max_minutes=max_minutes,
-                   max_cpu_minutes=max_cpu_minutes, tensorboard=tensorboard)
+    with _flag_errors("data", "preset", "weights", "time_budget", "time_clock", "iters", "epochs", "freeze", "lr",
+                      "lr_steps", "amp", "lr_schedule", "radius"):
+        result = train(data, out=out, preset=preset, weights=weights, offline=offline, freeze=freeze,
+                       time_budget=time, time_clock=time_clock, iters=iters, epochs=epochs, val=val,
+                       val_split=val_split, input_size=input_size, batch_size=batch_size, lr=lr,
+                       lr_steps=_parse_ints(lr_steps, "--lr-steps"), lr_schedule=lr_schedule, warmup=warmup,
+                       grad_clip=grad_clip, amp=amp, pull_weight=pull_weight,
+                       push_weight=push_weight, ema=ema, channels_last=channels_last, workers=workers, seed=seed,
+                       radius=radius, corner_pool=not no_corner_pool, centre_head=centre_head,
+                       random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None,
+                       test_scale=test_scale, vflip=vflip, transpose=transpose,
+                       val_scales=_parse_floats(val_scales, "--val-scales") if val_scales else None, device=device,
+                       resume=resume, exist_ok=exist_ok, val_every=val_every, save_every=save_every,
+                       log_every=log_every, max_minutes=max_minutes, max_cpu_minutes=max_cpu_minutes,
+                       tensorboard=tensorboard)
     if result.status == "interrupted":
         console.print(f"interrupted at step {result.step}; state saved. Continue with the same command "
                       f"and --resume.")
@@ -366,12 +362,11 @@ def export_cmd(
                                  "the cache (the error says which file to place where)."),
 ) -> None:
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
-    if format != "onnx":
-        raise CornerNetError(f"--format {format!r} is not supported; use onnx", 2)
-    from cornernet_cli.export import export_onnx
+    from cornernet_cli.api import export
 
-    s = export_onnx(checkpoint, out, dynamic=dynamic, height=height, width=width, max_size=max_size, opset=opset,
-                    offline=offline)
+    with _flag_errors("format"):
+        s = export(checkpoint, out, format=format, dynamic=dynamic, height=height, width=width, max_size=max_size,
+                   opset=opset, offline=offline)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
@@ -421,20 +416,19 @@ def eval_cmd(
 
     Sharded over processes: launch the same command with torchrun, e.g.
     `torchrun --nproc_per_node 8 -m cornernet_cli.cli eval --device cuda ...`; rank 0 writes and prints."""
-    from cornernet_cli.config import DecodeConfig
-    from cornernet_cli.engine.evaluate import evaluate, metrics_tables
+    from cornernet_cli.api import evaluate
+    from cornernet_cli.engine.evaluate import metrics_tables
 
-    m = evaluate(checkpoint=checkpoint, data_dir=data, split=split, device=device, flip=flip,
-                 scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
-                 max_images=max_images,
-                 oracle=oracle, oracle_embeddings=oracle_embeddings, out=out, amp=amp,
-                 params=DecodeConfig(centre_check=centre_check), offline=offline,
-                 exist_ok=exist_ok)
-    if m["rank"] != 0:  # under torchrun the other processes only ran their share of the images
+    result = evaluate(checkpoint, data, split=split, flip=flip, scales=_parse_floats(scales, "--scales") if scales
+                      else None, batch_size=batch_size, max_images=max_images, oracle=oracle,
+                      oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out,
+                      offline=offline, exist_ok=exist_ok)
+    if result.metrics["rank"] != 0:  # under torchrun the other processes only ran their share of the images
         return
-    for table in metrics_tables(m):
+    for table in metrics_tables(result.metrics):
         console.print(table)
-    console.print(f"wrote {m['results']} ({m['detections']} detections) and {m['metrics_file']}")
+    console.print(f"wrote {result.results_file} ({result.metrics['detections']} detections) and "
+                  f"{result.metrics_file}")
 
 
 @app.command("detect")

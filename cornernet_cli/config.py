@@ -67,7 +67,8 @@ class ModelConfig:
 
     def check(self) -> None:
         """ValueError naming the field unless every size is a positive int, channels and blocks are equally
-        long (at least 2 levels: the hourglass's top and bottom), and the switches are booleans (configs read
+        long (at least 2 levels: the hourglass's top and bottom), block is one of BLOCKS, and the switches are
+        booleans (configs read
         from files are untrusted)."""
         def positive(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -75,7 +76,7 @@ class ModelConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             ok = (isinstance(v, bool) if f.name in ("corner_pool", "centre_head") else
-                  v in BLOCKS if f.name == "block" else  # the one string field
+                  v in BLOCKS if f.name == "block" else
                   isinstance(v, tuple) and len(v) > 0 and all(map(positive, v)) if f.name in ("channels", "blocks")
                   else positive(v))
             if not ok:

@@ -176,8 +176,10 @@ class Extras:
                 write_image(folder / f"{stem}_{i}.jpg", crop)
 
 
-def _entry(file: Path | int | str, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
-           category_ids: Sequence[int], frame: int | None = None) -> dict:
+def image_entry(file: str | Path | int, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
+                category_ids: Sequence[int], frame: int | None = None) -> dict:
+    """One image's (or video frame's) entry of detections.json for [N, 6] detections in `image`'s pixels; `file`
+    is the path, or the webcam index / stream URL of a live frame."""
     entry: dict = {"file": str(file)}
     if frame is not None:
         entry["frame"] = frame
@@ -312,7 +314,7 @@ def _detect_into(out: Path, paths: list[Path | int | str], *, report: DetectRepo
                 else:
                     image = read_image(path)
                     dets = run(image)
-                    report.entries.append(_entry(path, image, dets, names, cat_ids))
+                    report.entries.append(image_entry(path, image, dets, names, cat_ids))
                     target = out / _out_name(path, ".jpg", used)
                     write_image(target, draw_detections(image, dets, names, min_side=draw_min_side))
                     extras.write(out, target.stem, image, dets, names)
@@ -342,7 +344,7 @@ def _detect_video(source: Path | int | str, out: Path, *, run: Callable[[np.ndar
             if loop.max_frames is not None and i >= loop.max_frames:
                 break
             dets = run(frame)
-            report.entries.append(_entry(source, frame, dets, names, cat_ids, frame=i))
+            report.entries.append(image_entry(source, frame, dets, names, cat_ids, frame=i))
             if writer is None:
                 writer, target = _video_writer(out / _out_name(Path(source_name(source)), ".mp4", used), fps,
                                                (frame.shape[1], frame.shape[0]))

@@ -11,3 +11,11 @@ class CornerNetError(Exception):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SettingError(CornerNetError):
+    """A bad argument value. The message names the parameter (`amp`, `lr_schedule`) and quotes the value;
+    the CLI rewrites the parameter names as the flags that set them. Exit code 2 (a usage error)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)

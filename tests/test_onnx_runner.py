@@ -231,3 +231,18 @@ def test_resolve_network(exported, tmp_path):
         resolve_network(tmp_path / "missing.onnx")
     with pytest.raises(CornerNetError, match="no known model name"):
         resolve_network("no-such-model")
+
+
+def test_api_detector_takes_a_graph(trained_onnx):
+    import cv2
+
+    from cornernet_cli import Detector
+
+    data, ckpt, graph = trained_onnx
+    image = cv2.imread(str(sorted((data / "images" / "val").glob("*.jpg"))[0]))
+    pt, ox = Detector(ckpt), Detector(graph)
+    assert isinstance(ox.model, OnnxNetwork) and ox.classes == pt.classes and ox.test_scales == pt.test_scales
+    a, b = pt.predict(image, threshold=0.05, flip=False), ox.predict(image, threshold=0.05, flip=False)
+    assert len(a.scores) and abs(float(a.scores[0]) - float(b.scores[0])) <= 1e-4
+    with pytest.raises(CornerNetError, match="ONNX graph"):
+        ox.predict(image, amp="bf16")

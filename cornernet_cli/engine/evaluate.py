@@ -376,7 +376,7 @@ def evaluate(
                                      world_size=env.world_size)
         except CornerNetError as e:
             raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
-        metrics.update({"checkpoint": str(checkpoint) if checkpoint else None, "data": str(data_dir),
+        metrics.update({"checkpoint": source if checkpoint is not None else None, "data": str(data_dir),
                         "results": str(out), "metrics_file": str(metrics_file), "job": job,
                         "world_size": env.world_size})
         if env.is_main:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cornernet_cli.config import ModelConfig
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.model.cornernet import CornerOutputs, outputs_from_heads
 
 META_KEYS = ("cornernet_model_config", "cornernet_class_names", "cornernet_category_ids")
@@ -221,8 +221,8 @@ def check_amp(model: nn.Module, amp: str) -> None:
     """Refuse `amp` other than "off" for an ONNX graph: autocast changes PyTorch's precision only, and a graph
     runs as exported (float32)."""
     if isinstance(model, OnnxNetwork) and amp != "off":
-        raise CornerNetError(f"amp={amp!r} applies to PyTorch checkpoints; {model.path} is an ONNX graph and runs "
-                             f"in float32 (use amp='off')", 2)
+        raise SettingError(f"amp {amp!r} applies to PyTorch checkpoints; {model.path} is an ONNX graph and runs in "
+                           f"float32 (use amp 'off')")
 
 
 def fit_max_side(model: nn.Module, max_side: int) -> int:
