@@ -388,8 +388,9 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 @app.command("eval")
 def eval_cmd(
     checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
-                                             "original / mmdetection weights, or a name from `cornernet models`; "
-                                             "optional only with --oracle heatmaps+offsets."),
+                                             "original / mmdetection weights, a name from `cornernet models`, or a "
+                                             "graph from `cornernet export` (.onnx, run by onnxruntime); optional "
+                                             "only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
@@ -414,7 +415,10 @@ def eval_cmd(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace results at --out from another evaluation "
                                   "(other checkpoint, data or settings); the same evaluation may always rewrite them."),
 ) -> None:
-    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
+    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json.
+
+    Sharded over processes: launch the same command with torchrun, e.g.
+    `torchrun --nproc_per_node 8 -m cornernet_cli.cli eval --device cuda ...`; rank 0 writes and prints."""
     from cornernet_cli.api import evaluate
     from cornernet_cli.engine.evaluate import metrics_tables
 
@@ -422,6 +426,8 @@ def eval_cmd(
                       else None, batch_size=batch_size, max_images=max_images, oracle=oracle,
                       oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out,
                       offline=offline, exist_ok=exist_ok)
+    if result.metrics["rank"] != 0:  # under torchrun the other processes only ran their share of the images
+        return
     for table in metrics_tables(result.metrics):
         console.print(table)
     console.print(f"wrote {result.results_file} ({result.metrics['detections']} detections) and "
@@ -430,10 +436,12 @@ def eval_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
+    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns, video files, webcam indices "
+                                       "(0) or video stream URLs (rtsp://, http(s)://)."),
     checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
-                                             "original / mmdetection weights, or a name from `cornernet models` "
-                                             "such as cornernet-hg104-coco (downloaded on first use); default: "
+                                             "original / mmdetection weights, a name from `cornernet models` "
+                                             "such as cornernet-hg104-coco (downloaded on first use), or a graph "
+                                             "from `cornernet export` (.onnx, run by onnxruntime); default: "
                                              "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
@@ -448,6 +456,10 @@ def detect_cmd(
                                  "for the network (boxes stay in image pixels)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each video, webcam or stream "
+                                             "after N frames (default: until it ends or Ctrl-C)."),
+    show: bool = typer.Option(False, "--show", help="Also show each result in a window (q or Esc: next source); "
+                              "needs an OpenCV with a GUI and a display, else says why not and writes files only."),
     offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
                                  "the cache (the error says which file to place where)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
@@ -462,19 +474,26 @@ def detect_cmd(
     save_crop: bool = typer.Option(False, "--save-crop", help="Also save each box's pixels as "
                                    "OUT/crops/<class>/<name>_<i>.jpg."),
 ) -> None:
-    """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
+    """Detect objects in images, folders, globs, videos, webcams and streams; draws boxes, writes detections.json."""
     from cornernet_cli.config import DecodeConfig
     from cornernet_cli.detect import Extras, detect, report_table
 
     if save_conf and not save_txt:
         raise CornerNetError("--save-conf needs --save-txt", 2)
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
-                    scales=_parse_floats(scales, "--scales") if scales else None,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
-                    exist_ok=exist_ok, classes=names,
-                    extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop))
+    with console.status("detecting") as status:
+        report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
+                        scales=_parse_floats(scales, "--scales") if scales else None,
+                        params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
+                        exist_ok=exist_ok, classes=names,
+                        extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop),
+                        max_frames=max_frames, show=show,
+                        on_frame=lambda src, i, fps: status.update(f"{escape(src)}: frame {i + 1}, {fps:.1f} fps"))
     console.print(report_table(report))
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
+    for src, fps in report.fps.items():
+        console.print(f"{escape(src)}: {fps:.1f} frames per second", highlight=False)
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
     console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "
