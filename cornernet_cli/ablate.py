@@ -11,7 +11,8 @@ Variants differ in one thing only; seed, data, schedule, budget and test-time se
 
 Output folder `out_dir`:
 
-    <variant>/           a `cornernet train` run folder (trained variants) and results.json (every variant)
+    <variant>/           a `cornernet train` run folder (trained variants), results.json (every variant's row:
+                         settings and metrics) and detections.json (its COCO detections)
     ablation.json        settings, budget, machine, date and every variant's results (rewritten after each)
     ablation.md          the same as Markdown tables in the paper's form, the paper's AP beside ours
 
@@ -188,6 +189,7 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
     book_path = folder / "ablate_time.json"
     if stale:  # replaced (exist_ok): its evaluation goes with it
         (folder / "results.json").unlink(missing_ok=True)
+        (folder / "detections.json").unlink(missing_ok=True)
     book = (None if stale else _read_json(book_path)) or {"train_seconds": 0.0}
     summary = (None if stale else _read_json(folder / "summary.json")) or {}
     done = summary.get("status") == "finished" or (summary.get("status") == "time limit" and s.minutes is not None)
@@ -217,14 +219,17 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
                     "checkpoint": str(folder / "last.safetensors")}
 
 
-def _evaluate_variant(v: Variant, s: Settings, checkpoint: Path) -> dict[str, Any]:
+def _evaluate_variant(v: Variant, s: Settings, checkpoint: Path, detections: Path) -> dict[str, Any]:
+    """The variant's metrics (METRIC_COLUMNS, AR100, per_class, images, detections, eval_seconds); its COCO
+    detections go to `detections`."""
     from cornernet_cli.engine.checkpoint import load_model
     from cornernet_cli.engine.evaluate import evaluate_model
 
     model, meta = load_model(checkpoint, device=s.device)
     t0 = time.perf_counter()
     m = evaluate_model(model, s.data_dir, s.split, device=s.device, class_names=meta["class_names"], flip=s.flip,
-                       max_images=s.max_images, oracle=v.oracle, oracle_gt_embeddings=False)
+                       max_images=s.max_images, oracle=v.oracle, oracle_gt_embeddings=False,
+                       results_path=detections)
     keep = {k: m[k] for k in (*METRIC_COLUMNS, "AR100", "per_class", "images", "detections")}
     return {**keep, "eval_seconds": round(time.perf_counter() - t0, 1)}
 
@@ -538,7 +543,7 @@ def run_ablation(
                     display.evaluated(name, None, f"done before, skipped (AP {_pct(prior['metrics']['AP'])})")
                 else:
                     display.begin(i, name, "evaluating" + (f" with oracle {v.oracle}" if v.oracle else ""))
-                    metrics = _evaluate_variant(v, s, Path(facts["checkpoint"]))
+                    metrics = _evaluate_variant(v, s, Path(facts["checkpoint"]), out_dir / name / "detections.json")
                     eval_s = metrics.pop("eval_seconds")
                     row = {"variant": name, "change": v.change, "corner_pool": v.corner_pool, "radius": v.radius,
                            "oracle": v.oracle, "trained_steps": ckpt_step, "eval": s.eval_key(),

@@ -41,14 +41,14 @@ from cornernet_cli.data.image_io import read_image, write_image
 from cornernet_cli.detect import draw_detections, image_entry
 from cornernet_cli.engine import evaluate as evaluation
 from cornernet_cli.engine import train as training
-from cornernet_cli.engine.checkpoint import load_model, test_scales
+from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
+from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
 from cornernet_cli.engine.precision import AMP_DTYPES
 from cornernet_cli.engine.settings import TrainSettings, train_settings
 from cornernet_cli.errors import SettingError
 from cornernet_cli.export import ExportSummary, export_onnx
-from cornernet_cli.hub import resolve_weights
 from cornernet_cli.postprocess import to_coco_results
 
 #: What `Detector.predict` takes: an image file, an image array ([H, W, 3] or [H, W] uint8), a PIL image.
@@ -176,12 +176,13 @@ class Detector:
         source: a cornernet checkpoint (.safetensors), e.g. runs/train/best.safetensors; original /
             mmdetection weights (.pkl / .pth, imported once into the cache); or a name from `cornernet models`
             such as "cornernet-hg104-coco" (downloaded on first use into CORNERNET_HOME; see
-            `cornernet_cli.hub.resolve_weights`).
+            `cornernet_cli.hub.resolve_weights`); or a graph from `export` (.onnx, run by onnxruntime, float32;
+            see `cornernet_cli.engine.onnx_runner`).
         device: cpu, cuda (this process's GPU), cuda:N or auto.
         offline: never download a named model (one not yet in the cache is an error saying where to put it).
 
     Attributes:
-        checkpoint: the .safetensors file loaded. classes: class names in head order (class id i is
+        checkpoint: the .safetensors (or .onnx) file loaded. classes: class names in head order (class id i is
         classes[i]). category_ids: the dataset category id of each class. test_scales: the test scale(s) the
         model was trained for, predict's default. flip: predict's default test-time flip (the preset's test
         procedure: on; off for squeeze). model: the torch module, in eval mode.
@@ -193,9 +194,9 @@ class Detector:
     """
 
     def __init__(self, source: str | Path, *, device: str = "cpu", offline: bool = False):
-        self.checkpoint = resolve_weights(source, offline=offline)
+        self.checkpoint = resolve_network(source, offline=offline)
         self.device = resolve_device(device)
-        self.model, meta = load_model(self.checkpoint, device=self.device)
+        self.model, meta = load_network(self.checkpoint, device=self.device)
         self.classes: tuple[str, ...] = tuple(meta["class_names"])
         self.category_ids: tuple[int, ...] = tuple(meta["category_ids"])
         self.test_scales: tuple[float, ...] = test_scales(meta)
@@ -251,7 +252,8 @@ class Detector:
         if max_side < 32:
             raise SettingError(f"max_side must be at least 32 pixels, got {max_side}")
         _choice("amp", amp, tuple(AMP_DTYPES))
-        params = DecodeConfig(max_side=max_side, centre_check=centre_check)
+        check_amp(self.model, amp)
+        params = DecodeConfig(max_side=fit_max_side(self.model, max_side), centre_check=centre_check)
         scales = tuple(scales) if scales is not None else self.test_scales
         flip = self.flip if flip is None else flip
         many = isinstance(images, (list, tuple))

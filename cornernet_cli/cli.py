@@ -121,12 +121,13 @@ def inspect_data_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the pictures (default: "
                                        "runs/inspect-<data name>)."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Split to draw (repeatable; default: all)."),
-    preset: str = typer.Option("small", "--preset", help="Model preset whose default training input size to "
-                               "use (as `train --preset`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset whose training crops to show (as "
+                                         "`train --preset`; default: small-fast, with crops and scales chosen "
+                                         "from the data's box sizes as `train` chooses them)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=32, help="Training crop size (as "
                                              "`train --input-size`)."),
     random_scales: Optional[str] = typer.Option(None, "--random-scales", help="Training crop scales (as `train "
-                                                "--random-scales`; default: the paper's 0.6,...,1.3)."),
+                                                "--random-scales`; default: what `train` would choose)."),
     vflip: float = typer.Option(0.0, "--vflip", min=0.0, max=1.0, help="Training top-bottom mirror probability "
                                 "(as `train --vflip`)."),
     transpose: float = typer.Option(0.0, "--transpose", min=0.0, max=1.0, help="Training x-y swap probability "
@@ -137,19 +138,21 @@ def inspect_data_cmd(
     """Look at a dataset before training: ground-truth boxes per split, augmented training crops with their
     corner targets, and label statistics (instances per class, box sizes at input scale with the encoder's
     radius, box centres)."""
-    import dataclasses
-
-    from cornernet_cli.config import PRESETS, TRAIN_DEFAULTS, DataConfig
     from cornernet_cli.data.look import inspect_data
+    from cornernet_cli.engine.settings import train_settings
 
-    if preset not in PRESETS:
-        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
-    dcfg = dataclasses.replace(DataConfig(), input_size=input_size or TRAIN_DEFAULTS[preset]["input_size"],
-                               vflip=vflip, transpose=transpose)
-    if random_scales is not None:
-        dcfg = dataclasses.replace(dcfg, random_scales=_parse_floats(random_scales, "--random-scales"))
+    if not data.is_dir():
+        raise CornerNetError(f"--data {data} is not a folder", 2)
+    given = dict(input_size=input_size, vflip=vflip, transpose=transpose,
+                 random_scales=_parse_floats(random_scales, "--random-scales") if random_scales else None)
+    try:  # the crops `cornernet train` would cut with the same options (the scale rule included)
+        s = train_settings(data_dir=data, preset=preset, overrides={k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise CornerNetError(_as_flags(str(e), ["preset", *given]), 2) from None
+    dcfg = s.data
     out = out or Path("runs") / f"inspect-{data.resolve().name}"
-    report = inspect_data(data, out, splits=split, data_cfg=dcfg, num_images=images, seed=seed)
+    report = inspect_data(data, out, splits=split, data_cfg=dcfg, stride=s.model.output_stride, num_images=images,
+                          seed=seed)
     b = report.stats["boxes_at_input_scale"]
     console.print(f"{sum(report.stats['images'].values())} images, "
                   + ", ".join(f"{s} {n}" for s, n in report.stats["images"].items())
@@ -157,7 +160,7 @@ def inspect_data_cmd(
                   f"{b['median_height'] or 0:.0f} input pixels at --input-size {dcfg.input_size}")
     if b["under_one_cell"] > 0.05:
         console.print(f"[yellow]note[/]: {100 * b['under_one_cell']:.0f}% of training boxes are under one output "
-                      f"cell ({dcfg.output_stride} px) at input scale: a larger --input-size or smaller "
+                      f"cell ({s.model.output_stride} px) at input scale: a larger --input-size or smaller "
                       f"--random-scales would keep them")
     if b["over_input"] > 0.05:
         console.print(f"[yellow]note[/]: {100 * b['over_input']:.0f}% of training boxes are larger than the "
@@ -385,8 +388,9 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
 @app.command("eval")
 def eval_cmd(
     checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
-                                             "original / mmdetection weights, or a name from `cornernet models`; "
-                                             "optional only with --oracle heatmaps+offsets."),
+                                             "original / mmdetection weights, a name from `cornernet models`, or a "
+                                             "graph from `cornernet export` (.onnx, run by onnxruntime); optional "
+                                             "only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
@@ -411,7 +415,10 @@ def eval_cmd(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace results at --out from another evaluation "
                                   "(other checkpoint, data or settings); the same evaluation may always rewrite them."),
 ) -> None:
-    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json."""
+    """Evaluate a checkpoint with COCO AP (pycocotools); writes COCO results JSON and metrics.json.
+
+    Sharded over processes: launch the same command with torchrun, e.g.
+    `torchrun --nproc_per_node 8 -m cornernet_cli.cli eval --device cuda ...`; rank 0 writes and prints."""
     from cornernet_cli.api import evaluate
     from cornernet_cli.engine.evaluate import metrics_tables
 
@@ -419,6 +426,8 @@ def eval_cmd(
                       else None, batch_size=batch_size, max_images=max_images, oracle=oracle,
                       oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out,
                       offline=offline, exist_ok=exist_ok)
+    if result.metrics["rank"] != 0:  # under torchrun the other processes only ran their share of the images
+        return
     for table in metrics_tables(result.metrics):
         console.print(table)
     console.print(f"wrote {result.results_file} ({result.metrics['detections']} detections) and "
@@ -427,10 +436,12 @@ def eval_cmd(
 
 @app.command("detect")
 def detect_cmd(
-    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns or video files."),
+    inputs: list[str] = typer.Argument(..., help="Images, folders, glob patterns, video files, webcam indices "
+                                       "(0) or video stream URLs (rtsp://, http(s)://)."),
     checkpoint: Optional[str] = typer.Option(None, "--model", "--checkpoint", help="Checkpoint (.safetensors), "
-                                             "original / mmdetection weights, or a name from `cornernet models` "
-                                             "such as cornernet-hg104-coco (downloaded on first use); default: "
+                                             "original / mmdetection weights, a name from `cornernet models` "
+                                             "such as cornernet-hg104-coco (downloaded on first use), or a graph "
+                                             "from `cornernet export` (.onnx, run by onnxruntime); default: "
                                              "the newest runs/*/best.safetensors."),
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
@@ -445,6 +456,10 @@ def detect_cmd(
                                  "for the network (boxes stay in image pixels)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop each video, webcam or stream "
+                                             "after N frames (default: until it ends or Ctrl-C)."),
+    show: bool = typer.Option(False, "--show", help="Also show each result in a window (q or Esc: next source); "
+                              "needs an OpenCV with a GUI and a display, else says why not and writes files only."),
     offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
                                  "the cache (the error says which file to place where)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out holding another detect job's "
@@ -459,19 +474,26 @@ def detect_cmd(
     save_crop: bool = typer.Option(False, "--save-crop", help="Also save each box's pixels as "
                                    "OUT/crops/<class>/<name>_<i>.jpg."),
 ) -> None:
-    """Detect objects in images, folders, globs and videos; draws boxes and writes detections.json."""
+    """Detect objects in images, folders, globs, videos, webcams and streams; draws boxes, writes detections.json."""
     from cornernet_cli.config import DecodeConfig
     from cornernet_cli.detect import Extras, detect, report_table
 
     if save_conf and not save_txt:
         raise CornerNetError("--save-conf needs --save-txt", 2)
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
-                    scales=_parse_floats(scales, "--scales") if scales else None,
-                    params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
-                    exist_ok=exist_ok, classes=names,
-                    extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop))
+    with console.status("detecting") as status:
+        report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
+                        scales=_parse_floats(scales, "--scales") if scales else None,
+                        params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,
+                        exist_ok=exist_ok, classes=names,
+                        extras=Extras(save_txt=save_txt, save_conf=save_conf, save_crop=save_crop),
+                        max_frames=max_frames, show=show,
+                        on_frame=lambda src, i, fps: status.update(f"{escape(src)}: frame {i + 1}, {fps:.1f} fps"))
     console.print(report_table(report))
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
+    for src, fps in report.fps.items():
+        console.print(f"{escape(src)}: {fps:.1f} frames per second", highlight=False)
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
     console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "

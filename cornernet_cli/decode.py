@@ -13,9 +13,10 @@ the plain max-pool path runs instead. Same corners, a fraction of the work (see 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,18 +65,12 @@ def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
         values, index = torch.topk(flat, k)
         return torch.sigmoid(values), index
     rows = flat.detach().view(b, c * h, w)
-    # On CPU the two passes over many cells run in NumPy: single-threaded, so they never wait at a
-    # thread barrier (they gain nothing from threads, and a loaded machine made them 10x slower).
-    rows_np = rows.numpy() if rows.device.type == "cpu" else None
-    row_max = torch.from_numpy(rows_np.max(axis=-1)) if rows_np is not None else rows.amax(dim=-1)
+    row_max = rows.amax(dim=-1)
     m = min(8 * k, c * h)
     while True:
         # The top m cells lie in the m rows with the largest maxima.
         _, top_rows = torch.topk(row_max, m)
-        if rows_np is not None:
-            cand = torch.from_numpy(rows_np[np.arange(b)[:, None], top_rows.numpy()]).reshape(b, -1)
-        else:
-            cand = rows.gather(1, top_rows.unsqueeze(-1).expand(b, m, w)).reshape(b, -1)
+        cand = rows.gather(1, top_rows.unsqueeze(-1).expand(b, m, w)).reshape(b, -1)
         values, pos = torch.topk(cand, m)
         index = top_rows.gather(1, pos // w) * w + pos % w
         is_max = _window_is_max(flat, index, h, w, kernel)
@@ -87,6 +82,26 @@ def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
             break
         m *= 4
     return topk_maxpool(heat, k=k, kernel=kernel)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU ops on one torch thread (restored afterwards; nothing changes on a GPU).
+
+    device: where the decode's tensors live. The decode's full-map passes are memory-bound and its other ops
+    are small, so extra threads gain little, and each op waits at a thread barrier for every thread: on a
+    machine whose cores are busy that wait dominates. One thread for the whole decode replaced single-threaded
+    NumPy for the two full-map passes only (1.1-1.6x faster side by side, docs/performance.md).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()
@@ -122,6 +137,15 @@ def decode(
     ct_heat must have tl_heat's shape and ct_off [B, 2, h, w]; ct_off without ct_heat is ignored, and
     ct_heat without ct_off takes each centre at its cell's middle.
     """
+    with one_cpu_thread(tl_heat.device):
+        return _decode(tl_heat, br_heat, tl_emb, br_emb, tl_off, br_off, ct_heat, ct_off, k=k, kernel=kernel,
+                       ae_threshold=ae_threshold, num_dets=num_dets, centre_n=centre_n)
+
+
+def _decode(tl_heat: torch.Tensor, br_heat: torch.Tensor, tl_emb: torch.Tensor, br_emb: torch.Tensor,
+            tl_off: torch.Tensor, br_off: torch.Tensor, ct_heat: torch.Tensor | None, ct_off: torch.Tensor | None, *,
+            k: int, kernel: int, ae_threshold: float, num_dets: int, centre_n: float) -> torch.Tensor:
+    """`decode`'s work, in whatever thread setting the caller chose (same arguments and shapes)."""
     b, c, h, w = tl_heat.shape
     if ct_heat is not None:  # checked before the pairing work, not after it
         if ct_heat.shape != tl_heat.shape or (ct_off is not None and tuple(ct_off.shape) != (b, 2, h, w)):

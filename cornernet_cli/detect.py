@@ -1,4 +1,4 @@
-"""`cornernet detect`: run a checkpoint on image files, folders, globs and videos.
+"""`cornernet detect`: run a checkpoint on image files, folders, globs, videos, webcams and video streams.
 
 Writes into --out: each image with its boxes, class names and scores drawn (<name>.jpg), each video as an
 annotated video (<name>.mp4, mp4v codec; <name>.avi with MJPG where mp4v is unavailable), and
@@ -6,12 +6,14 @@ detections.json: one entry per image or video frame {"file", "frame" (videos onl
 "detections": [{"bbox": [x1, y1, x2, y2] image pixels, "score", "class", "category_id"}]}.
 Unreadable files are reported in "skipped" and the rest still run. On request (`Extras`) also YOLO label
 files (labels/<name>.txt, labels/classes.txt) and the boxes' pixels (crops/<class>/<name>_<i>.jpg).
+Webcams and streams (`cornernet_cli.data.live`) are read frame by frame and written like videos.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,10 +24,11 @@ import torch
 from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
+from cornernet_cli.data.live import FpsMeter, display_problem, read_frames, show_frame, source_name, stream_source
 from cornernet_cli.drawing import Style, class_colour, draw_box, upscale
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
-from cornernet_cli.hub import known_names, resolve_weights
+from cornernet_cli.hub import known_names
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -40,6 +43,18 @@ class DetectReport:
     json_path: Path | None = None
     checkpoint: Path | None = None
     time_ms: dict[str, float] = field(default_factory=dict)
+    fps: dict[str, float] = field(default_factory=dict)  # video / stream -> frames per second at its last frame
+    notes: list[str] = field(default_factory=list)  # one-line remarks (no window for show, stopped by Ctrl-C)
+
+
+@dataclass(frozen=True)
+class FrameLoop:
+    """How detect runs through videos, webcams and streams: stop each after `max_frames` (None: at its end);
+    `show` each drawn frame in a window; `on_frame(source, frame index, frames per second)` after each frame."""
+
+    max_frames: int | None = None
+    show: bool = False
+    on_frame: Callable[[str, int, float], None] | None = None
 
 
 def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
@@ -53,23 +68,29 @@ def newest_checkpoint(runs_dir: str | Path = "runs") -> Path:
 
 def find_checkpoint(checkpoint: str | Path | None, *, offline: bool = False, runs_dir: str | Path = "runs"
                     ) -> Path:
-    """The checkpoint file for `checkpoint`: a file or a named model (`cornernet_cli.hub.resolve_weights`),
-    or, when None, the newest runs/*/best.safetensors."""
+    """The checkpoint file for `checkpoint`: a file, a named model (`cornernet_cli.hub.resolve_weights`) or an
+    exported .onnx graph, or, when None, the newest runs/*/best.safetensors."""
+    from cornernet_cli.engine.onnx_runner import resolve_network
+
     if checkpoint is None:
         return newest_checkpoint(runs_dir)
-    return resolve_weights(checkpoint, offline=offline)
+    return resolve_network(checkpoint, offline=offline)
 
 
-def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path], list[dict]]:
-    """Expand files, folders (their images and videos, sorted, not recursive) and glob patterns.
+def collect_inputs(sources: Sequence[str | Path]) -> tuple[list[Path | int | str], list[dict]]:
+    """Expand files, folders (their images and videos, sorted, not recursive) and glob patterns; webcam indices
+    ("0") and stream URLs (rtsp://, http(s)://, see `cornernet_cli.data.live`) pass through as int / str.
 
-    Returns (paths in order, without duplicates; problems [{"file", "error"}] for sources matching nothing).
+    Returns (inputs in order, without duplicates; problems [{"file", "error"}] for sources matching nothing).
     """
-    paths: list[Path] = []
+    paths: list[Path | int | str] = []
     problems: list[dict] = []
     for src in sources:
         p = Path(src)
-        if p.is_dir():
+        live = stream_source(src) if not p.exists() else None
+        if live is not None:
+            paths.append(live)
+        elif p.is_dir():
             media = IMAGE_SUFFIXES + VIDEO_SUFFIXES
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in media)
             if not found:
@@ -155,9 +176,10 @@ class Extras:
                 write_image(folder / f"{stem}_{i}.jpg", crop)
 
 
-def image_entry(file: str | Path, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
+def image_entry(file: str | Path | int, image: np.ndarray, dets: np.ndarray, class_names: Sequence[str],
                 category_ids: Sequence[int], frame: int | None = None) -> dict:
-    """One image's (or video frame's) entry of detections.json for [N, 6] detections in `image`'s pixels."""
+    """One image's (or video frame's) entry of detections.json for [N, 6] detections in `image`'s pixels; `file`
+    is the path, or the webcam index / stream URL of a live frame."""
     entry: dict = {"file": str(file)}
     if frame is not None:
         entry["frame"] = frame
@@ -173,21 +195,6 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
         name, i = f"{path.stem}_{i}{suffix}", i + 1
     used.add(name)
     return name
-
-
-def _frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise CornerNetError(f"cannot open video {path}")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield frame, fps
-    finally:
-        cap.release()
 
 
 def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
@@ -216,10 +223,14 @@ def detect(
     classes: Sequence[str] | None = None,
     extras: Extras = Extras(),
     draw_min_side: int = 0,
+    max_frames: int | None = None,
+    show: bool = False,
+    on_frame: Callable[[str, int, float], None] | None = None,
 ) -> DetectReport:
-    """Detect objects in `sources` (image files, folders, globs, video files) with `checkpoint` (a checkpoint
-    file, original / mmdetection weights or a named model, see `cornernet_cli.hub`; default: the newest
-    runs/*/best.safetensors) and write drawn images / videos and detections.json into `out`.
+    """Detect objects in `sources` (image files, folders, globs, video files, webcam indices, stream URLs) with
+    `checkpoint` (a checkpoint file, original / mmdetection weights, a named model, see `cornernet_cli.hub`, or
+    an exported .onnx graph run by onnxruntime; default: the newest runs/*/best.safetensors) and write drawn
+    images / videos and detections.json into `out`.
 
     Only detections with score >= threshold, and of `classes` (names; default all), are drawn and written.
     scales: test scales (None: the one the checkpoint was trained for). flip None: the checkpoint's preset's
@@ -228,19 +239,25 @@ def detect(
     files and crops (see `Extras`). draw_min_side: images are drawn enlarged to at least this shorter side
     (videos keep their size). Returns a DetectReport.
 
+    Webcams and streams (`cornernet_cli.data.live`) are read frame by frame like video files. max_frames stops
+    each video or stream after that many frames; Ctrl-C stops reading and keeps what was done. show: also draw
+    each result in a window (where OpenCV has a GUI and a display; otherwise one line in DetectReport.notes says
+    why not). on_frame(source, frame index, frames per second) is called after each video frame.
+
     detections.json records the job (checkpoint, inputs, settings): an `out` holding another job's results is
     refused unless `exist_ok`; the same job writes them again. `out` is locked while this runs, and
     detections.json is written atomically.
     """
-    from cornernet_cli.engine.checkpoint import load_model, read_metadata, test_scales
+    from cornernet_cli.engine.checkpoint import test_scales
     from cornernet_cli.engine.device import resolve_device
+    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, read_network_metadata
     from cornernet_cli.engine.precision import amp_dtype
     from cornernet_cli.engine.rundir import claim_output
 
     device = resolve_device(device)
     amp_dtype(amp, device)  # a bad --amp fails before any work
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
-    names = read_metadata(ckpt)["class_names"]
+    names = read_network_metadata(ckpt)["class_names"]
     unknown = [c for c in classes or [] if c not in names]
     if unknown:
         raise CornerNetError(f"classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
@@ -249,64 +266,63 @@ def detect(
     if not paths:
         raise CornerNetError("no input files: " + "; ".join(f"{p['file']}: {p['error']}" for p in skipped))
     out = Path(out)
-    job = {"command": "detect", "checkpoint": str(ckpt.resolve()), "inputs": [str(p.resolve()) for p in paths],
+    job = {"command": "detect", "checkpoint": str(ckpt.resolve()), "inputs": [_job_input(p) for p in paths],
            "threshold": threshold, "flip": flip, "scales": [float(s) for s in scales] if scales else None,
            "amp": amp, "max_side": params.max_side, "centre_check": bool(params.centre_check),
            "classes": list(classes) if classes else None, "extras": asdict(extras),
            "draw_min_side": draw_min_side}
     with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
-        model, meta = load_model(ckpt, device=device)
+        model, meta = load_network(ckpt, device=device)
+        check_amp(model, amp)
+        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
         if flip is None:
             flip = preset_test_settings(meta["model_config"])["flip"]
         return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
                             meta=meta, job=job, threshold=threshold, device=device, flip=flip,
                             scales=test_scales(meta, scales), params=params, amp=amp, wanted=wanted,
-                            extras=extras, draw_min_side=draw_min_side)
+                            extras=extras, draw_min_side=draw_min_side,
+                            loop=FrameLoop(max_frames=max_frames, show=show, on_frame=on_frame))
 
 
-def _detect_into(out: Path, paths: list[Path], *, report: DetectReport, model: torch.nn.Module, meta: dict,
-                 job: dict, threshold: float, device: torch.device, flip: bool, scales: Sequence[float],
-                 params: DecodeConfig, amp: str, wanted: np.ndarray, extras: Extras, draw_min_side: int
-                 ) -> DetectReport:
+def _job_input(source: Path | int | str) -> str:
+    """A source as detections.json's job records it: a file's absolute path, a webcam index or a URL as given."""
+    return str(source.resolve()) if isinstance(source, Path) else str(source)
+
+
+def _detect_into(out: Path, paths: list[Path | int | str], *, report: DetectReport, model: torch.nn.Module,
+                 meta: dict, job: dict, threshold: float, device: torch.device, flip: bool, scales: Sequence[float],
+                 params: DecodeConfig, amp: str, wanted: np.ndarray, extras: Extras, draw_min_side: int,
+                 loop: FrameLoop) -> DetectReport:
     """The work of `detect` once `out` is held: every input into `out`, then detections.json."""
     names, cat_ids, ckpt = meta["class_names"], meta["category_ids"], report.checkpoint
     timer, used = StageTimer(), set()
-    dev = device
+    if loop.show and display_problem() is not None:
+        report.notes.append(display_problem())
+        loop = dataclasses.replace(loop, show=False)
 
     def run(image: np.ndarray) -> np.ndarray:
-        dets = detect_images(model, [image], device=dev, scales=scales, flip=flip, params=params, timer=timer,
+        dets = detect_images(model, [image], device=device, scales=scales, flip=flip, params=params, timer=timer,
                                amp=amp)[0]
         return dets[(dets[:, 4] >= threshold) & np.isin(dets[:, 5].astype(np.int64), wanted)]
 
-    for path in paths:
-        try:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                writer, target = None, None
-                try:
-                    for i, (frame, fps) in enumerate(_frames(path)):
-                        dets = run(frame)
-                        report.entries.append(image_entry(path, frame, dets, names, cat_ids, frame=i))
-                        if writer is None:
-                            writer, target = _video_writer(out / _out_name(path, ".mp4", used), fps,
-                                                           (frame.shape[1], frame.shape[0]))
-                        writer.write(draw_detections(frame, dets, names))
-                        extras.write(out, f"{target.stem}_{i}", frame, dets, names)
-                finally:
-                    if writer is not None:
-                        writer.release()
-                if target is None:
-                    raise CornerNetError(f"video {path} has no readable frames")
-                report.outputs.append(target)
-            else:
-                image = read_image(path)
-                dets = run(image)
-                report.entries.append(image_entry(path, image, dets, names, cat_ids))
-                target = out / _out_name(path, ".jpg", used)
-                write_image(target, draw_detections(image, dets, names, min_side=draw_min_side))
-                extras.write(out, target.stem, image, dets, names)
-                report.outputs.append(target)
-        except CornerNetError as e:
-            report.skipped.append({"file": str(path), "error": str(e)})
+    try:
+        for path in paths:
+            try:
+                if not isinstance(path, Path) or path.suffix.lower() in VIDEO_SUFFIXES:
+                    _detect_video(path, out, run=run, report=report, names=names, cat_ids=cat_ids, used=used,
+                                  extras=extras, loop=loop)
+                else:
+                    image = read_image(path)
+                    dets = run(image)
+                    report.entries.append(image_entry(path, image, dets, names, cat_ids))
+                    target = out / _out_name(path, ".jpg", used)
+                    write_image(target, draw_detections(image, dets, names, min_side=draw_min_side))
+                    extras.write(out, target.stem, image, dets, names)
+                    report.outputs.append(target)
+            except CornerNetError as e:
+                report.skipped.append({"file": str(path), "error": str(e)})
+    except KeyboardInterrupt:  # a live stream has no end: Ctrl-C stops it, and what was found is still written
+        report.notes.append("stopped by Ctrl-C")
     report.time_ms = timer.per_image_ms()
     report.json_path = out / "detections.json"
     if extras.save_txt:
@@ -315,6 +331,37 @@ def _detect_into(out: Path, paths: list[Path], *, report: DetectReport, model: t
     write_json(report.json_path, {"checkpoint": str(ckpt), "classes": names, "threshold": threshold,
                                   "images": report.entries, "skipped": report.skipped, "job": job}, indent=1)
     return report
+
+
+def _detect_video(source: Path | int | str, out: Path, *, run: Callable[[np.ndarray], np.ndarray],
+                  report: DetectReport, names: Sequence[str], cat_ids: Sequence[int], used: set[str], extras: Extras,
+                  loop: FrameLoop) -> None:
+    """One video file, webcam or stream, frame by frame: `run(frame)` -> [N, 6] kept detections, drawn into
+    out/<name>.mp4 (or .avi) with an entry per frame in `report`. CornerNetError when no frame can be read."""
+    writer, target, meter = None, None, FpsMeter()
+    try:
+        for i, (frame, fps) in enumerate(read_frames(source)):
+            if loop.max_frames is not None and i >= loop.max_frames:
+                break
+            dets = run(frame)
+            report.entries.append(image_entry(source, frame, dets, names, cat_ids, frame=i))
+            if writer is None:
+                writer, target = _video_writer(out / _out_name(Path(source_name(source)), ".mp4", used), fps,
+                                               (frame.shape[1], frame.shape[0]))
+                report.outputs.append(target)  # listed at once: Ctrl-C may end the loop
+            drawn = draw_detections(frame, dets, names)
+            writer.write(drawn)
+            extras.write(out, f"{target.stem}_{i}", frame, dets, names)
+            report.fps[str(source)] = rate = meter.tick()
+            if loop.on_frame is not None:
+                loop.on_frame(str(source), i, rate)
+            if loop.show and not show_frame(f"cornernet: {source}", drawn):
+                break
+    finally:
+        if writer is not None:
+            writer.release()
+    if target is None:
+        raise CornerNetError(f"video {source} has no readable frames")
 
 
 def report_table(report: DetectReport, max_rows: int = 50):

@@ -10,7 +10,8 @@ stack's raw heads ``tl_heat, br_heat`` [B, C, h, w] logits, ``tl_emb, br_emb`` [
 ``tl_off, br_off`` [B, 2, h, w], with h = ceil(H/s), w = ceil(W/s) for the model's output stride s (4; 8 for
 the squeeze preset, stored as ``cornernet_output_stride``); a model trained with a centre head
 also outputs ``ct_heat`` [B, C, h, w] and ``ct_off`` [B, 2, h, w] (CENTRE_NAMES). The ONNX metadata holds the class
-names, category ids, model config and `max_size`. Decode with `cornernet_cli.decode.decode` (docs/deploy.md).
+names, category ids, model config, the checkpoint's `extra` (training settings) and `max_size`, so that
+`cornernet detect` / `eval` (cornernet_cli.engine.onnx_runner) run the graph on their own.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     props = {"cornernet_model_config": json.dumps(config.to_dict()),
              "cornernet_class_names": json.dumps(meta["class_names"]),
              "cornernet_category_ids": json.dumps(meta["category_ids"]),
+             "cornernet_extra": json.dumps(meta["extra"]),
              "cornernet_max_size": str(max_size if dynamic else max(height, width)),
              "cornernet_output_stride": str(stride)}
     for key, value in props.items():

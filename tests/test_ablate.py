@@ -75,9 +75,9 @@ def test_no_corner_pool_table_has_both_rows_with_real_ap(syn, first_run):
         assert config["model"]["corner_pool"] is (name == "baseline")
         assert config["data"]["radius_mode"] == "object" and config["data"]["input_size"] == 64
         assert config["train"]["seed"] == 2 and config["train"]["iters"] == 10
-        # the table's numbers are pycocotools' COCOeval of the variant's detections (results.json) against the
-        # dataset's annotations, run here directly (not through the package's evaluation code)
-        again = _cocoeval_stats(syn / "annotations" / "val.json", out / name / "results.json")
+        # the table's numbers are pycocotools' COCOeval of the variant's detections (detections.json) against
+        # the dataset's annotations, run here directly (not through the package's evaluation code)
+        again = _cocoeval_stats(syn / "annotations" / "val.json", out / name / "detections.json")
         for i, col in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
             assert row["metrics"][col] == pytest.approx(again[i], abs=1e-9), (name, col)
         load_model(out / name / "last.safetensors")  # the variant's checkpoint is there and loads
@@ -140,7 +140,7 @@ def test_interrupted_variant_resumes_exactly(syn, first_run, tmp_path, monkeypat
 def test_bad_input_is_one_line_error(syn, first_run, tmp_path):
     result = runner.invoke(app, ["ablate", "--data", str(syn), "--out", str(first_run[0]), "--no-corner-pool",
                                  *TINY, "--iters", "11"])
-    assert result.exit_code != 0 and "iters 10 there vs 11 asked" in str(result.exception)
+    assert result.exit_code != 0 and "iters 10 there vs 11 now" in str(result.exception)
     with pytest.raises(CornerNetError, match="--split 'test'"):
         run_ablation(data_dir=syn, out_dir=tmp_path, variants=["baseline"], split="test", preset="tiny")
     with pytest.raises(CornerNetError, match="no train split"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ class RectangleFinder(nn.Module):
     sub-pixel precision from the coverage the area-interpolated shrink leaves in its border pixels."""
 
     num_classes = 1
+    output_stride = 4
 
     def __init__(self):
         super().__init__()
@@ -87,11 +89,14 @@ def _assert_near_box(xyxy) -> None:
 @pytest.fixture
 def finder(monkeypatch):
     """load_model (detect and visualize-heatmaps read their network from a checkpoint) returns the finder."""
+    import cornernet_cli.detect as detect
     import cornernet_cli.engine.checkpoint as checkpoint
 
     model = RectangleFinder()
-    monkeypatch.setattr(checkpoint, "load_model", lambda path, device="cpu": (
-        model, {"class_names": ["box"], "category_ids": [1]}))
+    meta = {"class_names": ["box"], "category_ids": [1], "model_config": None, "extra": {}}
+    monkeypatch.setattr(checkpoint, "load_model", lambda path, device="cpu": (model, meta))
+    monkeypatch.setattr(checkpoint, "read_metadata", lambda path: meta)
+    monkeypatch.setattr(detect, "find_checkpoint", lambda checkpoint, **kw: Path(checkpoint))
     return model
 
 

@@ -392,11 +392,11 @@ def test_metrics_rows_of_a_fresh_start_and_a_resume(syn, tmp_path):
 
     _run(syn, tmp_path / "a", iters=6, log_every=1)
     assert steps(tmp_path / "a") == [1, 2, 3, 4, 5, 6]
-    _run(syn, tmp_path / "a", iters=4, log_every=1)
+    _run(syn, tmp_path / "a", iters=4, log_every=1, exist_ok=True)  # a fresh start replaces the earlier run
     assert steps(tmp_path / "a") == [1, 2, 3, 4]
     (tmp_path / "a" / "metrics.jsonl").write_text(
         (tmp_path / "a" / "metrics.jsonl").read_text() + '{"step": 9, "loss": 1.0}\n{"step": 1')  # a torn line
-    _run(syn, tmp_path / "a", iters=4, stop=2, log_every=1)  # fresh again: rows 1, 2
+    _run(syn, tmp_path / "a", iters=4, stop=2, log_every=1, exist_ok=True)  # fresh again: rows 1, 2
     _run(syn, tmp_path / "a", iters=5, resume=True, log_every=1)
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]

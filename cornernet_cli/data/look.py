@@ -160,12 +160,13 @@ def _labels_figure(counts: dict[str, list[int]], class_names: list[str], stats: 
 
 
 def inspect_data(data_dir: str | Path, out_dir: str | Path, *, splits: Sequence[str] | None = None,
-                 data_cfg: DataConfig = DataConfig(), num_images: int = 16, seed: int = 0,
+                 data_cfg: DataConfig = DataConfig(), stride: int = 4, num_images: int = 16, seed: int = 0,
                  tile: int = 320) -> LookReport:
     """Write the files of the module docstring for `splits` (default: every split found) of `data_dir`.
 
     data_cfg: the training settings the crops and input-scale statistics follow (input_size, random_scales,
-    flips, colour, radius); num_images: images per mosaic (a seeded sample); tile: mosaic tile side in pixels.
+    flips, colour, radius); stride: the model's output stride (input pixels per output cell); num_images:
+    images per mosaic (a seeded sample); tile: mosaic tile side in pixels.
     The training crops come from the train split (the first split when there is none).
     """
     found = available_splits(data_dir)
@@ -208,7 +209,7 @@ def inspect_data(data_dir: str | Path, out_dir: str | Path, *, splits: Sequence[
         sizes.append(np.repeat([train.image_size(i)], len(b), axis=0).reshape(-1, 2))
     stats = box_statistics(np.concatenate(boxes or [np.zeros((0, 4))]), np.concatenate(sizes or [np.zeros((0, 2))]),
                            input_size=data_cfg.input_size, scales=data_cfg.random_scales,
-                           stride=data_cfg.output_stride, min_overlap=data_cfg.min_overlap)
+                           stride=stride, min_overlap=data_cfg.min_overlap)
     all_centres = []
     for ds in datasets.values():
         for i in range(len(ds)):
@@ -216,19 +217,19 @@ def inspect_data(data_dir: str | Path, out_dir: str | Path, *, splits: Sequence[
             all_centres.append(box_statistics(b, np.repeat([ds.image_size(i)], len(b), axis=0).reshape(-1, 2),
                                               input_size=data_cfg.input_size, scales=(1.0,))["centre"])
     stats["centre"] = np.concatenate(all_centres or [np.zeros((0, 2))])
-    report.files.append(_labels_figure(counts, names, stats, data_cfg.input_size, data_cfg.output_stride,
+    report.files.append(_labels_figure(counts, names, stats, data_cfg.input_size, stride,
                                        out / "labels.png"))
 
     side = np.minimum(stats["width"], stats["height"])
     report.stats = {
         "data": str(data_dir), "classes": names, "images": {s: len(ds) for s, ds in datasets.items()},
         "instances": counts, "input_size": data_cfg.input_size, "random_scales": list(data_cfg.random_scales),
-        "stride": data_cfg.output_stride, "train_split": train_split,
+        "stride": stride, "train_split": train_split,
         "boxes_at_input_scale": {
             "count": sum(len(b) for b in boxes),
             "median_width": float(np.median(stats["width"])) if len(side) else None,
             "median_height": float(np.median(stats["height"])) if len(side) else None,
-            "under_one_cell": float(np.mean(side < data_cfg.output_stride)) if len(side) else 0.0,
+            "under_one_cell": float(np.mean(side < stride)) if len(side) else 0.0,
             "over_input": float(np.mean(np.maximum(stats["width"], stats["height"]) > data_cfg.input_size))
             if len(side) else 0.0,
             "radius_counts": np.bincount(stats["radius"]).tolist() if len(side) else [],

@@ -123,13 +123,19 @@ def _parse_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
 
 def least_size(config: ModelConfig) -> tuple[int, int]:
     """A lower bound on (parameter elements, weight tensors) of the network `config` describes, in
-    O(levels): the stem's 7x7 conv, the hourglasses' skip residuals (two 3x3 convs each, c -> c) and the six
-    heads of every stack (a 3x3 conv cnv -> head each, and the heatmaps' 1x1 conv head -> classes). Linear in
-    every size a config can ask for, so a config wanting more than a file holds is caught before anything
-    is built."""
+    O(levels): the stem's 7x7 conv, the hourglasses' skip blocks (residual: two 3x3 convs c -> c; fire: its
+    1x1 squeeze conv c -> c // 2 and 1x1 expand conv c // 2 -> c // 2), the fire hourglasses' 4x4 transposed
+    upsampling convs (c -> c, every level above the bottom) and the six heads of every stack (a k x k conv
+    cnv -> head each, k the head kernel, and the heatmaps' 1x1 conv head -> classes). Linear in every size a
+    config can ask for, so a config wanting more than a file holds is caught before anything is built."""
     c = config
-    levels = sum(18 * b * ch * ch for ch, b in zip(c.channels, c.blocks))
-    per_stack = levels + 6 * 9 * c.cnv_channels * c.head_channels + 2 * c.head_channels * c.num_classes
+    if c.block == "fire":
+        levels = sum(b * (ch * (ch // 2) + (ch // 2) ** 2) for ch, b in zip(c.channels, c.blocks))
+        levels += sum(16 * ch * ch for ch in c.channels[:-1])
+    else:
+        levels = sum(18 * b * ch * ch for ch, b in zip(c.channels, c.blocks))
+    heads = 6 * c.head_kernel ** 2 * c.cnv_channels * c.head_channels
+    per_stack = levels + heads + 2 * c.head_channels * c.num_classes
     tensors = c.num_stacks * (sum(2 * b for b in c.blocks) + 12) + 1
     return 147 * c.stem_channels + c.num_stacks * per_stack, tensors
 

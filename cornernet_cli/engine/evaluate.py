@@ -12,25 +12,34 @@ trained embeddings, the oracle here measures the decoder, the rescaling, the cat
 on their own: with heatmaps+offsets it must reach AP ~ 1. `oracle_embeddings="trained"` (`evaluate`; the
 `oracle_gt_embeddings=False` of `evaluate_model`) keeps the network's embeddings, the paper's setting: the gap
 between the two measures how much AP the grouping loses.
+
+Sharded (`torchrun --nproc_per_node N -m cornernet_cli.cli eval ...`): each process runs every N-th batch of
+images, the COCO results are gathered to rank 0, which alone computes the metrics (sent back to every rank) and
+writes the files; gloo on CPUs, NCCL on GPUs (each process on cuda:LOCAL_RANK). Same detections, so the same
+metrics, as one process; time_ms is then compute time per image summed over the processes, not wall time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
+from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.postprocess import to_coco_results
@@ -160,6 +169,27 @@ def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _gather_shards(results: list[dict], timer: StageTimer, world_size: int) -> list[dict]:
+    """Every rank's COCO results, concatenated in rank order (a collective: every rank calls it); `timer` then
+    holds the seconds and image counts of all ranks."""
+    if world_size <= 1:
+        return results
+    shards: list[Any] = [None] * world_size
+    dist.all_gather_object(shards, (results, timer.seconds, timer.images))
+    timer.seconds = {s: sum(sec[s] for _, sec, _ in shards) for s in timer.seconds}
+    timer.images = sum(n for _, _, n in shards)
+    return [r for part, _, _ in shards for r in part]
+
+
+def _from_rank0(value: Any, rank: int, world_size: int) -> Any:
+    """Rank 0's `value` on every rank (a collective when world_size > 1)."""
+    if world_size <= 1:
+        return value
+    box = [value if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _has_centre_head(model: nn.Module | None) -> bool:
     config = getattr(model, "config", None)
     return bool(getattr(config, "centre_head", False))
@@ -184,6 +214,8 @@ def evaluate_model(
     results_path: str | Path | None = None,
     amp: str = "off",
     plots_dir: str | Path | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """COCO metrics of `model` on split `split` of the dataset folder `data_dir`.
 
@@ -193,7 +225,10 @@ def evaluate_model(
     and may be None). flip / scales: test-time augmentation; max_images: evaluate the first N images only;
     batch_size: images per forward pass; results_path: also write the COCO results JSON there; amp: the
     network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`); plots_dir: also write the
-    evaluation's pictures there (`write_analysis`; adds "best_f1" and "plots" to the result).
+    evaluation's pictures there (`write_analysis`; adds "best_f1" and "plots" to the result). rank / world_size:
+    run only every world_size-th batch from the rank-th on, in an initialised torch.distributed group of that
+    size; results are gathered, rank 0 computes the metrics and writes results_path and the pictures, every
+    rank returns the metrics.
 
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"
     (floats in 0..1, -1 where undefined), "per_class": {name: AP}, "time_ms": {preprocess, network, decode,
@@ -208,6 +243,8 @@ def evaluate_model(
         raise CornerNetError("--oracle-embeddings trained needs a checkpoint (its embeddings are used)", 2)
     if not scales or any(s <= 0 for s in scales):
         raise CornerNetError(f"--scales must be positive numbers, got {list(scales)}", 2)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
     dataset = CocoDetection.from_folder(data_dir, split)
     if class_names is None:
         if model is not None:
@@ -226,8 +263,10 @@ def evaluate_model(
         from rich.progress import Progress
 
         with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task(f"eval {split}", total=count)
-            for batch in _batches(dataset, count, max(1, batch_size)):
+            # Shard whole batches (already grouped by input size) so that each rank pads as little as one process.
+            batches = _batches(dataset, count, max(1, batch_size))[rank::world_size]
+            task = bar.add_task(f"eval {split}", total=sum(map(len, batches)))
+            for batch in batches:
                 samples = [dataset[i] for i in batch]
                 gt = [(s.boxes, s.labels) for s in samples] if oracle else None
                 dets = detect_images(model, [s.image for s in samples], device=device, num_classes=len(class_names),
@@ -239,18 +278,22 @@ def evaluate_model(
     finally:
         if model is not None:
             model.train(was_training)
+    results = _gather_shards(results, timer, world_size)
     image_ids = [dataset.image_ids[i] for i in range(count)]
-    metrics: dict[str, Any] = {m: -1.0 for m in METRICS}
-    if count:
-        ev = run_cocoeval(dataset.coco, results, image_ids)
-        metrics = summary_metrics(ev)
-        if plots_dir is not None:
-            metrics.update(write_analysis(ev, dataset, plots_dir))
+    metrics: dict[str, Any] | None = None
+    if rank == 0:  # COCOeval (and the pictures) once, not once per process
+        metrics = {m: -1.0 for m in METRICS}
+        if count:
+            ev = run_cocoeval(dataset.coco, results, image_ids)
+            metrics = summary_metrics(ev)
+            if plots_dir is not None:
+                metrics.update(write_analysis(ev, dataset, plots_dir))
+    metrics = _from_rank0(metrics, rank, world_size)
     metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
                     "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
                     "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
                     "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
-    if results_path is not None:
+    if results_path is not None and rank == 0:
         write_json(results_path, results)
     return metrics
 
@@ -274,42 +317,51 @@ def evaluate(
     offline: bool = False,
     exist_ok: bool = False,
 ) -> dict[str, Any]:
-    """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights or a named model,
-    see `cornernet_cli.hub`; offline: never download one), evaluate, write the COCO results JSON to `out`, the
-    metrics to metrics.json next to it (both atomically) and the pictures of `write_analysis` there too. Returns
-    the metrics (see `evaluate_model`) plus "results" and "metrics_file" paths. scales: test scales; None: the
-    one the checkpoint was trained for (1 without a checkpoint). flip None: the checkpoint's preset's test
-    procedure (`preset_test_settings`: on; off for squeeze).
+    """`cornernet eval`: load `checkpoint` (a checkpoint file, original / mmdetection weights, a named model, see
+    `cornernet_cli.hub`, or an exported .onnx graph run by onnxruntime; offline: never download one), evaluate,
+    write the COCO results JSON to `out`, the metrics to metrics.json next to it (both atomically) and the
+    pictures of `write_analysis` there too. Returns the metrics (see `evaluate_model`) plus "results",
+    "metrics_file", "rank" and "world_size". scales: test scales; None: the one the checkpoint was trained for
+    (1 without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on;
+    off for squeeze). Launched by torchrun, the images are sharded across the processes (module docstring);
+    only rank 0 shows progress, claims `out` and writes files.
 
     metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
     at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
     locked against a second process (`cornernet_cli.engine.rundir`)."""
-    from cornernet_cli.engine.checkpoint import load_model, test_scales
+    from cornernet_cli.engine.checkpoint import test_scales
     from cornernet_cli.engine.device import resolve_device
+    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
     from cornernet_cli.engine.precision import amp_dtype
     from cornernet_cli.engine.rundir import claim_output
-    from cornernet_cli.hub import resolve_weights
 
-    device = resolve_device(device)
+    # Under torchrun, "cuda" is this process's GPU (cuda:LOCAL_RANK).
+    device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     amp_dtype(amp, device)  # a bad --amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
         raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
     if oracle is None and oracle_embeddings != "gt":
         raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
+    env = init_distributed(device)
+    progress = progress and env.is_main
     out = Path(out)
     metrics_file = out.with_name("metrics.json")
     source = str(checkpoint) if checkpoint is not None else "the dataset"
     if checkpoint is not None:
-        checkpoint = resolve_weights(checkpoint, offline=offline, progress=progress)
+        checkpoint = resolve_network(checkpoint, offline=offline, progress=progress)
     job = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
            "data": str(Path(data_dir).resolve()), "split": split, "flip": flip,
            "scales": [float(s) for s in scales] if scales else None, "max_images": max_images, "oracle": oracle,
            "oracle_embeddings": oracle_embeddings, "amp": amp, "centre_check": bool(params.centre_check)}
-    with claim_output(out.parent, job=job, record_file=metrics_file, exist_ok=exist_ok, output=out,
-                      lock_name=f".{out.name}.lock"):
+    # Only rank 0 writes, so only it holds the output lock and checks the earlier job.
+    claim = (claim_output(out.parent, job=job, record_file=metrics_file, exist_ok=exist_ok, output=out,
+                          lock_name=f".{out.name}.lock") if env.is_main else contextlib.nullcontext())
+    with claim:
         model, names = None, None
         if checkpoint is not None:
-            model, meta = load_model(checkpoint, device=device)
+            model, meta = load_network(checkpoint, device=device)
+            check_amp(model, amp)
+            params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
             names = meta["class_names"]
             scales = test_scales(meta, scales)
         else:
@@ -320,12 +372,16 @@ def evaluate(
             metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip,
                                      scales=scales, max_images=max_images, progress=progress, batch_size=batch_size,
                                      oracle=oracle, oracle_gt_embeddings=oracle_embeddings == "gt", params=params,
-                                     results_path=out, amp=amp, plots_dir=out.parent)
+                                     results_path=out, amp=amp, plots_dir=out.parent, rank=env.rank,
+                                     world_size=env.world_size)
         except CornerNetError as e:
             raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
         metrics.update({"checkpoint": source if checkpoint is not None else None, "data": str(data_dir),
-                        "results": str(out), "metrics_file": str(metrics_file), "job": job})
-        write_json(metrics_file, metrics, indent=2)
+                        "results": str(out), "metrics_file": str(metrics_file), "job": job,
+                        "world_size": env.world_size})
+        if env.is_main:
+            write_json(metrics_file, metrics, indent=2)
+    metrics["rank"] = env.rank
     return metrics
 
 
