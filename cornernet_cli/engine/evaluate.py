@@ -39,6 +39,7 @@ from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
+from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.postprocess import to_coco_results
@@ -333,7 +334,6 @@ def evaluate(
     from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
     from cornernet_cli.engine.precision import amp_dtype
     from cornernet_cli.engine.rundir import claim_output
-    from cornernet_cli.engine.train import init_distributed
 
     # Under torchrun, "cuda" is this process's GPU (cuda:LOCAL_RANK).
     device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
