@@ -1,8 +1,8 @@
-"""Decoder benchmark: `decode` against a straightforward version of the original algorithm.
+"""`cornernet bench` (run_bench: the whole model's figures) and the timing helpers it and benchmarks/ share:
+synthetic head outputs, side-by-side medians, peak memory, the data pipeline's rate.
 
-`decode_reference` is the original's recipe written plainly (sigmoid over the whole map, 3 x 3 max-pool
-NMS, top k of the whole map, all k x k pairs): the timing baseline of `bench_decode` and `cornernet bench`.
-It shares `topk_maxpool` with the package, so it is not the tests' expectation (tests/reference.py is).
+Plain versions of the fast paths, timed against them, live in benchmarks/ (decode_speed.py,
+corner_pool_speed.py), outside the package.
 """
 
 from __future__ import annotations
@@ -13,44 +13,6 @@ import time
 
 import numpy as np
 import torch
-
-from cornernet_cli.decode import decode, topk_maxpool
-
-
-@torch.no_grad()
-def decode_reference(tl_heat, br_heat, tl_emb, br_emb, tl_off, br_off, *, k=100, kernel=3,
-                     ae_threshold=0.5, num_dets=1000) -> torch.Tensor:
-    """Same contract as `cornernet_cli.decode.decode` ([B, num_dets, 8]), computed the original way."""
-    b, c, h, w = tl_heat.shape
-    tl_s, tl_i = topk_maxpool(tl_heat, k=k, kernel=kernel)
-    br_s, br_i = topk_maxpool(br_heat, k=k, kernel=kernel)
-
-    def corner_data(index, emb, off):
-        cls, cell = index // (h * w), index % (h * w)
-        emb_flat = emb.float().reshape(b, -1)
-        off_flat = off.float().reshape(b, 2, -1)
-        e = torch.stack([emb_flat[i, cell[i]] for i in range(b)])
-        ox = torch.stack([off_flat[i, 0, cell[i]] for i in range(b)])
-        oy = torch.stack([off_flat[i, 1, cell[i]] for i in range(b)])
-        return cls, (cell % w).float() + ox, (cell // w).float() + oy, e
-
-    tl_c, tl_x, tl_y, tl_e = corner_data(tl_i, tl_emb, tl_off)
-    br_c, br_x, br_y, br_e = corner_data(br_i, br_emb, br_off)
-    tl_x, tl_y = tl_x.view(b, k, 1).expand(b, k, k), tl_y.view(b, k, 1).expand(b, k, k)
-    br_x, br_y = br_x.view(b, 1, k).expand(b, k, k), br_y.view(b, 1, k).expand(b, k, k)
-    bboxes = torch.stack((tl_x, tl_y, br_x, br_y), dim=3)
-    tl_s, br_s = tl_s.view(b, k, 1).expand(b, k, k), br_s.view(b, 1, k).expand(b, k, k)
-    scores = ((tl_s + br_s) / 2).clone()
-    tl_c = tl_c.view(b, k, 1).expand(b, k, k)
-    scores[tl_c != br_c.view(b, 1, k)] = -1
-    scores[(tl_e.view(b, k, 1) - br_e.view(b, 1, k)).abs() > ae_threshold] = -1
-    scores[br_x < tl_x] = -1
-    scores[br_y < tl_y] = -1
-    scores, inds = torch.topk(scores.view(b, -1), num_dets)
-    pick = lambda t: torch.stack([t.reshape(b, -1)[i, inds[i]] for i in range(b)])  # noqa: E731
-    boxes = torch.stack([bboxes.reshape(b, -1, 4)[i, inds[i]] for i in range(b)])
-    return torch.cat([boxes, scores[..., None], pick(tl_s)[..., None], pick(br_s)[..., None],
-                      pick(tl_c).float()[..., None]], dim=2)
 
 
 def synthetic_heads(*, batch: int = 1, classes: int = 80, size: int = 128, objects: int = 30,
@@ -79,7 +41,7 @@ def synthetic_heads(*, batch: int = 1, classes: int = 80, size: int = 128, objec
     return heat(), heat(), emb(), emb(), off(), off()
 
 
-def _interleaved_ms(fns, repeats: int) -> list[float]:
+def interleaved_ms(fns, repeats: int) -> list[float]:
     """Median milliseconds of each function, run alternately so both see the same machine load."""
     for fn in fns:
         fn()
@@ -90,102 +52,6 @@ def _interleaved_ms(fns, repeats: int) -> list[float]:
             fn()
             bucket.append(time.perf_counter() - start)
     return [statistics.median(bucket) * 1e3 for bucket in times]
-
-
-def same_detections(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
-    """Valid rows (score > -1) of two [B, N, 8] results are equal as sets (sorted lexicographically)."""
-    for x, y in zip(a, b):
-        x, y = x[x[:, 4] > -1].numpy(), y[y[:, 4] > -1].numpy()
-        if x.shape != y.shape:
-            return False
-        x, y = x[np.lexsort(x.T[::-1])], y[np.lexsort(y.T[::-1])]
-        if not np.allclose(x, y, atol=atol, rtol=0):
-            return False
-    return True
-
-
-def bench_decode(*, classes: int = 80, size: int = 128, k: int = 100, batch: int = 1, threads: int = 2,
-                 repeats: int = 20, inputs: str = "peaks", seed: int = 0) -> dict:
-    """Median milliseconds of `decode` and `decode_reference` on the same inputs, side by side.
-
-    inputs: "peaks" (synthetic_heads: smooth background + gaussian peaks) or "noise" (N(0, 1) logits).
-    Returns dict(fast_ms, reference_ms, speedup, same_output, classes, size, k, batch, threads).
-    """
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        heads = synthetic_heads(batch=batch, classes=classes, size=size, seed=seed)
-        if inputs == "noise":
-            g = torch.Generator().manual_seed(seed)
-            heads = (torch.randn(heads[0].shape, generator=g), torch.randn(heads[1].shape, generator=g),
-                     *heads[2:])
-        elif inputs != "peaks":
-            raise ValueError(f"inputs must be 'peaks' or 'noise', got {inputs!r}")
-        fast, ref = _interleaved_ms([lambda: decode(*heads, k=k), lambda: decode_reference(*heads, k=k)],
-                                    repeats)
-        same = same_detections(decode(*heads, k=k), decode_reference(*heads, k=k))
-    finally:
-        torch.set_num_threads(old_threads)
-    return {"fast_ms": fast, "reference_ms": ref, "speedup": ref / fast, "same_output": same,
-            "classes": classes, "size": size, "k": k, "batch": batch, "threads": threads, "inputs": inputs}
-
-
-# ---- corner pooling ------------------------------------------------------------------------------------
-
-
-def corner_pool_cummax(x: torch.Tensor, direction: str) -> torch.Tensor:
-    """Corner pooling as torch.cummax (flipped for top / left): the formulation `corner_pool` replaced on the
-    CPU, kept as the before-measurement and as the tests' reference for values and gradients."""
-    dim, toward_end = {"top": (-2, True), "left": (-1, True), "bottom": (-2, False), "right": (-1, False)}[direction]
-    if toward_end:
-        return torch.cummax(x.flip(dim), dim).values.flip(dim)
-    return torch.cummax(x, dim).values
-
-
-def bench_corner_pool(*, shape: tuple[int, ...] = (4, 128, 64, 64), repeats: int = 9, threads: int | None = None,
-                      seed: int = 0) -> dict:
-    """Forward + backward milliseconds of the four poolings, interleaved in one process, for
-    `corner_pool` (now), `corner_pool_cummax` (before) and the bar "one cummax over the tensor plus its flip".
-
-    Returns {"shape", "threads", "now_ms", "cummax_ms", "bar_ms" (each summed over the 4 directions, forward +
-    backward with a ones gradient), "forward_now_ms", "forward_cummax_ms", "speedup", "loadavg"}.
-    """
-    from cornernet_cli.model.corner_pool import DIRECTIONS, corner_pool
-
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        x0 = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-        grad = torch.ones_like(x0)
-
-        def fwd_bwd(pool):
-            def run():
-                for d in DIRECTIONS:
-                    x = x0.detach().requires_grad_(True)
-                    pool(x, d).backward(grad)
-            return run
-
-        def fwd(pool):
-            def run():
-                with torch.no_grad():
-                    for d in DIRECTIONS:
-                        pool(x0, d)
-            return run
-
-        def bar(x, d):  # one cummax over the tensor plus its flip
-            dim = -2 if d in ("top", "bottom") else -1
-            return torch.cummax(x.flip(dim), dim).values
-
-        load = os.getloadavg()[0]
-        now, before, bar_ms, f_now, f_before = _interleaved_ms(
-            [fwd_bwd(corner_pool), fwd_bwd(corner_pool_cummax), fwd_bwd(bar), fwd(corner_pool),
-             fwd(corner_pool_cummax)], repeats)
-    finally:
-        torch.set_num_threads(old_threads)
-    return {"shape": list(shape), "threads": threads if threads else torch.get_num_threads(), "now_ms": now,
-            "cummax_ms": before, "bar_ms": bar_ms, "forward_now_ms": f_now, "forward_cummax_ms": f_before,
-            "speedup": before / now, "loadavg": [load, os.getloadavg()[0]]}
 
 
 # ---- `cornernet bench`: the whole model ----------------------------------------------------------------
@@ -320,8 +186,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     - forward_ms: network forward (eval, inference_mode) per image, batch [batch_size, 3, S, S], S = input_size;
     - forward_flip_ms: the same with the mirrored copies in the batch (2 x batch_size), per image;
     - decode_ms: `decode` per image of head outputs at ceil(S / output stride) (synthetic peaks, num_classes),
-      flip pair included;
-      decode_reference_ms: the straightforward original algorithm on the same input;
+      flip pair included (benchmarks/decode_speed.py times it against the original algorithm);
     - soft_nms_ms: `merge_detections` (gaussian soft-NMS, top 100) of one image's flip pair of decoded boxes
       (up to 2 x 1000; the count is soft_nms_boxes);
     - detect_ms: `detect_images` (letterbox, forward with flip, decode, soft-NMS) on one image_size (h, w)
@@ -389,9 +254,6 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         heads = tuple(t.to(dev) for t in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
         load["decode"] = os.getloadavg()[0]
         result["decode_ms"] = median_ms(lambda: decode(*heads), repeats=repeats, warmup=warmup, device=dev) / 2
-        result["decode_reference_ms"] = median_ms(lambda: decode_reference(*heads), repeats=repeats, warmup=warmup,
-                                                  device=dev) / 2
-        result["decode_speedup"] = result["decode_reference_ms"] / result["decode_ms"]
 
         # every same-class pair accepted (the synthetic embeddings are random): a full 2 x num_dets workload
         dets = decode(*heads, ae_threshold=float("inf")).cpu().numpy()
@@ -471,8 +333,7 @@ def results_table(result: dict):
         ("parameters", f"{result['parameters']:,}", ""),
         ("forward", f"{result['forward_ms']:.1f} ms/image", f"batch {s['batch_size']}"),
         ("forward + flip", f"{result['forward_flip_ms']:.1f} ms/image", f"batch {2 * s['batch_size']}"),
-        ("decode", f"{result['decode_ms']:.2f} ms", f"reference {result['decode_reference_ms']:.1f} ms, "
-                                                    f"{result['decode_speedup']:.1f}x"),
+        ("decode", f"{result['decode_ms']:.2f} ms", "per image, synthetic heads at input / stride"),
         ("soft-NMS", f"{result['soft_nms_ms']:.2f} ms", f"{result['soft_nms_boxes']} boxes"),
         ("detect", f"{result['detect_ms']:.1f} ms/image", f"{w} x {h} image, flip; " + ", ".join(
             f"{k} {v:.0f}" for k, v in result["detect_stages_ms"].items())),

@@ -1,4 +1,5 @@
-"""Independent references for the decoder: plain NumPy and Python loops over small maps.
+"""Independent references for the decoder (plain NumPy and Python loops over small maps) and for corner
+pooling (the torch.cummax formulation).
 
 Nothing here imports cornernet_cli: corner selection (sigmoid, window maximum, top k), pairing and scoring
 are recomputed from the paper's description, so a test that compares the package's decode with these
@@ -8,6 +9,7 @@ checks it against something the package did not compute. Small maps only (loops 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -102,3 +104,14 @@ def assert_same_rows(got, want: list[np.ndarray], *, atol: float = 1e-5) -> None
         np.testing.assert_allclose(g[:, 4], w[:, 4], atol=atol, rtol=0)  # the order by score
         key = lambda a: a[np.lexsort(np.round(a, 4).T[::-1])]  # noqa: E731
         np.testing.assert_allclose(key(g), key(w), atol=atol, rtol=0)
+
+
+def corner_pool_cummax(x: torch.Tensor, direction: str) -> torch.Tensor:
+    """Corner pooling as torch.cummax (flipped for top / left): the formulation `corner_pool` replaced on the
+    CPU, the reference for its values and gradients (ties included) and the before of
+    benchmarks/corner_pool_speed.py. `top`: out[..., i, j] = max over k >= i; `left`: over columns k >= j;
+    `bottom`: k <= i; `right`: k <= j."""
+    dim, toward_end = {"top": (-2, True), "left": (-1, True), "bottom": (-2, False), "right": (-1, False)}[direction]
+    if toward_end:
+        return torch.cummax(x.flip(dim), dim).values.flip(dim)
+    return torch.cummax(x, dim).values

@@ -1,5 +1,6 @@
 """`cornernet bench` and the benchmark helpers: every figure present and sane; the CPU corner pooling equals the
-torch.cummax formulation in values and gradients, ties included."""
+torch.cummax formulation (tests/reference.py) in values and gradients, ties included; the side-by-side
+scripts in benchmarks/ run."""
 
 import json
 import math
@@ -8,11 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cornernet_cli.bench import METRICS, bench_corner_pool, corner_pool_cummax, median_ms, peak_memory_mb, run_bench
+from benchmarks.corner_pool_speed import bench_corner_pool
+from benchmarks.decode_speed import bench_decode
+from cornernet_cli.bench import METRICS, median_ms, peak_memory_mb, run_bench
 from cornernet_cli.cli import app
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.model import build_model
 from cornernet_cli.model.corner_pool import DIRECTIONS, corner_pool
+from tests.reference import corner_pool_cummax
 
 
 def test_bench_cli_writes_every_metric(tmp_path):
@@ -23,7 +27,7 @@ def test_bench_cli_writes_every_metric(tmp_path):
     for word in ("forward", "decode", "soft-NMS", "detect", "training step", "data pipeline", "peak memory"):
         assert word in result.output
     r = json.loads(out.read_text())
-    for key in (*METRICS, "decode_reference_ms", "train_step_ms", "peak_memory_inference_mb", "peak_memory_train_mb"):
+    for key in (*METRICS, "train_step_ms", "peak_memory_inference_mb", "peak_memory_train_mb"):
         assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, key
     assert r["parameters"] == sum(p.numel() for p in build_model("tiny", 80).parameters())
     assert r["settings"]["input_size"] == 64 and r["settings"]["image_size"] == [60, 80]
@@ -101,3 +105,10 @@ def test_bench_corner_pool_reports_times():
     r = bench_corner_pool(shape=(1, 4, 8, 8), repeats=2, threads=1)
     assert all(r[k] > 0 for k in ("now_ms", "cummax_ms", "bar_ms", "forward_now_ms", "forward_cummax_ms"))
     assert r["speedup"] == pytest.approx(r["cummax_ms"] / r["now_ms"])
+
+
+@pytest.mark.parametrize("inputs", ["peaks", "noise"])
+def test_bench_decode_reports_times_and_same_output(inputs):
+    r = bench_decode(classes=3, size=16, k=40, threads=1, repeats=2, inputs=inputs)
+    assert r["fast_ms"] > 0 and r["reference_ms"] > 0 and r["same_output"]
+    assert r["speedup"] == pytest.approx(r["reference_ms"] / r["fast_ms"])
