@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from cornernet_cli.data.coco import CocoDetection, available_splits
 from cornernet_cli.data.image_io import write_image
 from cornernet_cli.data.transforms import MEAN, STD
 from cornernet_cli.drawing import Style, class_colour, draw_box, fit, mosaic
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.engine.settings import TrainSettings, train_settings
+from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.targets import gaussian_radius
 
 
@@ -44,6 +45,7 @@ class LookReport:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # advice on the settings; names parameters (input_size)
 
 
 def box_statistics(boxes: np.ndarray, image_sizes: np.ndarray, *, input_size: int, scales: Sequence[float],
@@ -238,7 +240,37 @@ def inspect_data(data_dir: str | Path, out_dir: str | Path, *, splits: Sequence[
     path = out / "labels.json"
     path.write_text(json.dumps(report.stats, indent=1))
     report.files.append(path)
+    report.notes = _size_notes(report.stats["boxes_at_input_scale"], input_size=data_cfg.input_size, stride=stride)
     return report
 
 
-__all__ = ["LookReport", "box_statistics", "inspect_data", "training_view"]
+def _size_notes(b: dict[str, Any], *, input_size: int, stride: int) -> list[str]:
+    """Advice when over 5 % of the training boxes (at input scale) are under one output cell or over the input."""
+    notes = []
+    if b["under_one_cell"] > 0.05:
+        notes.append(f"{100 * b['under_one_cell']:.0f}% of training boxes are under one output cell ({stride} px) "
+                     f"at input scale: a larger input_size or smaller random_scales would keep them")
+    if b["over_input"] > 0.05:
+        notes.append(f"{100 * b['over_input']:.0f}% of training boxes are larger than the {input_size} px input: "
+                     f"crops cut them; larger random_scales would fit them")
+    return notes
+
+
+def inspect_as_trained(data: str | Path, out: str | Path | None = None, *, preset: str | None = None,
+                       overrides: Mapping[str, Any] | None = None, splits: Sequence[str] | None = None,
+                       num_images: int = 16, seed: int = 0) -> tuple[LookReport, TrainSettings]:
+    """`inspect_data` with the crops `cornernet train` would cut: the settings come from `train_settings` for
+    `preset` and the same `overrides` (input_size, random_scales, vflip, transpose; the crop-size and scale
+    rule for the data included). out: default runs/inspect-<data folder name>. Returns the report and the
+    settings; a bad value raises SettingError naming its parameter."""
+    try:
+        settings = train_settings(data_dir=data, preset=preset, overrides=dict(overrides or {}))
+    except ValueError as e:
+        raise SettingError(str(e)) from None
+    out = Path(out) if out is not None else Path("runs") / f"inspect-{Path(data).resolve().name}"
+    report = inspect_data(data, out, splits=splits, data_cfg=settings.data, stride=settings.model.output_stride,
+                          num_images=num_images, seed=seed)
+    return report, settings
+
+
+__all__ = ["LookReport", "box_statistics", "inspect_as_trained", "inspect_data", "training_view"]
