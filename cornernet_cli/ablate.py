@@ -40,7 +40,7 @@ from typing import Any
 from rich.console import Console
 
 from cornernet_cli.atomic import atomic_write, write_json
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # The step schedule of presets whose training default is a time budget (the CPU presets): equal step counts
@@ -89,7 +89,7 @@ def select_variants(*, corner_pool: bool = False, radius: Sequence[str] | None =
         chosen |= {"baseline", "no-corner-pool"}
     for r in radius or ():
         if r not in RADIUS_VARIANT:
-            raise CornerNetError(f"--radius takes none, fixed, object (comma-separated), got {r!r}", 2)
+            raise SettingError(f"radius takes none, fixed, object (comma-separated), got {r!r}")
         chosen.add(RADIUS_VARIANT[r])
     if error_analysis:
         chosen |= {"baseline", "gt-heatmaps", "gt-heatmaps-offsets"}
@@ -477,15 +477,15 @@ def run_ablation(
     if unknown or not variants:
         raise CornerNetError(f"unknown ablation variants {unknown}; choose from {', '.join(VARIANTS)}", 2)
     if preset not in PRESETS:
-        raise CornerNetError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}", 2)
+        raise SettingError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if not data_dir.is_dir():
-        raise CornerNetError(f"--data {data_dir} is not a folder", 2)
+        raise SettingError(f"data_dir {data_dir} is not a folder")
     splits = available_splits(data_dir)
     if "train" not in splits:
-        raise CornerNetError(f"--data {data_dir} has no train split (found: {', '.join(splits) or 'none'})", 2)
+        raise CornerNetError(f"dataset {data_dir} has no train split (found: {', '.join(splits) or 'none'})", 2)
     split = split or ("test" if "test" in splits else "val")
     if split not in splits:
-        raise CornerNetError(f"--split {split!r} is not in {data_dir} (found: {', '.join(splits)})", 2)
+        raise SettingError(f"split {split!r} is not in {data_dir} (found: {', '.join(splits)})")
     order = [n for n in VARIANTS if n in variants]
     if any(VARIANTS[n].oracle for n in order) and "baseline" not in order:
         order.insert(0, "baseline")

@@ -255,7 +255,7 @@ def detect(
     from cornernet_cli.engine.rundir import claim_output
 
     device = resolve_device(device)
-    amp_dtype(amp, device)  # a bad --amp fails before any work
+    amp_dtype(amp, device)  # a bad amp fails before any work
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
     names = read_network_metadata(ckpt)["class_names"]
     unknown = [c for c in classes or [] if c not in names]

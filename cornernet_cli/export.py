@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 
 OUTPUT_NAMES = ("tl_heat", "br_heat", "tl_emb", "br_emb", "tl_off", "br_off")
 CENTRE_NAMES = ("ct_heat", "ct_off")
@@ -85,7 +85,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     except ImportError:
         raise CornerNetError("ONNX export needs the onnx package: pip install 'cornernet[onnx]'") from None
     if dynamic and max_size < max(height, width):
-        raise CornerNetError(f"--max-size {max_size} is smaller than the example input {height}x{width}")
+        raise SettingError(f"max_size {max_size} is smaller than the example input {height}x{width}")
 
     model, meta = load_model(resolve_weights(checkpoint, offline=offline))
     stride = model.output_stride

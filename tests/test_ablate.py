@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_error(syn, first_run, tmp_path):
     result = runner.invoke(app, ["ablate", "--data", str(syn), "--out", str(first_run[0]), "--no-corner-pool",
                                  *TINY, "--iters", "11"])
     assert result.exit_code != 0 and "iters 10 there vs 11 now" in str(result.exception)
-    with pytest.raises(CornerNetError, match="--split 'test'"):
+    with pytest.raises(CornerNetError, match="split 'test'"):
         run_ablation(data_dir=syn, out_dir=tmp_path, variants=["baseline"], split="test", preset="tiny")
     with pytest.raises(CornerNetError, match="no train split"):
         run_ablation(data_dir=tmp_path, out_dir=tmp_path / "o", variants=["baseline"], preset="tiny")

@@ -109,7 +109,7 @@ def test_oracle_with_trained_embeddings_measures_grouping(tmp_path):
 
     for oracle, value, message in (("heatmaps+offsets", "trained", "needs a checkpoint"),
                                    ("heatmaps+offsets", "learned", "must be gt or trained"),
-                                   (None, "trained", "only applies with --oracle")):
+                                   (None, "trained", "only applies with oracle")):
         with pytest.raises(CornerNetError, match=message):
             evaluate(checkpoint=None, data_dir=data, oracle=oracle, oracle_embeddings=value,
                      out=tmp_path / "r.json", progress=False)

@@ -96,7 +96,7 @@ def test_dynamic_export_pools_far_corners(dynamic_onnx, checkpoint):
 
 
 def test_export_errors(tmp_path, checkpoint):
-    with pytest.raises(CornerNetError, match="max-size"):
+    with pytest.raises(CornerNetError, match="max_size"):
         export_onnx(checkpoint, tmp_path / "m.onnx", dynamic=True, height=600, width=64, max_size=512)
     with pytest.raises(CornerNetError, match="not found"):
         export_onnx(tmp_path / "missing.safetensors", tmp_path / "m.onnx")

@@ -265,7 +265,7 @@ def test_cpu_bf16_and_contiguous_training_run(syn, tmp_path):
     assert any(not torch.equal(fp32[k], init[k]) for k in floats)
     assert any(not torch.equal(bf16[k], fp32[k]) for k in floats)  # and bf16 did change the arithmetic
     assert all(torch.isfinite(flat[k]).all() for k in floats)
-    with pytest.raises(CornerNetError, match="fp16 needs --device cuda"):
+    with pytest.raises(CornerNetError, match="fp16 needs device cuda"):
         run(tmp_path / "fp16", amp="fp16")
     assert not (tmp_path / "fp16").exists()
 

@@ -40,7 +40,7 @@ def _parse_names(text: str | None) -> list[str] | None:
 
 
 # Parameters of the API whose flag is not --<name with dashes>.
-_RENAMED = {"time_budget": "--time"}
+_RENAMED = {"time_budget": "--time", "data_dir": "--data"}
 
 
 def _as_flags(message: str, names: Sequence[str]) -> str:

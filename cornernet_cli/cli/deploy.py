@@ -31,7 +31,7 @@ def export_cmd(
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
     from cornernet_cli.api import export
 
-    with _flag_errors("format"):
+    with _flag_errors("format", "max_size"):
         s = export(checkpoint, out, format=format, dynamic=dynamic, height=height, width=width, max_size=max_size,
                    opset=opset, offline=offline)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
@@ -116,9 +116,10 @@ def bench_cmd(
         w, h = (int(v) for v in image_size.lower().split("x"))
     except ValueError:
         raise CornerNetError(f"--image-size must be WIDTHxHEIGHT, e.g. 640x480, got {image_size!r}", 2) from None
-    result = run_bench(preset=preset, device=device, input_size=input_size, batch_size=batch_size, amp=amp,
-                       channels_last=channels_last, compile=compile, image_size=(h, w), repeats=repeats,
-                       warmup=warmup, threads=threads, data=data)
+    with _flag_errors("amp", "device"):
+        result = run_bench(preset=preset, device=device, input_size=input_size, batch_size=batch_size, amp=amp,
+                           channels_last=channels_last, compile=compile, image_size=(h, w), repeats=repeats,
+                           warmup=warmup, threads=threads, data=data)
     if sys.argv[1:2] == ["bench"]:
         result["command"] = "cornernet " + " ".join(sys.argv[1:])
     console.print(results_table(result))

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cornernet_cli.cli.common import _parse_floats, _parse_names, console
+from cornernet_cli.cli.common import _flag_errors, _parse_floats, _parse_names, console
 from cornernet_cli.errors import CornerNetError
 
 
@@ -49,10 +49,12 @@ def eval_cmd(
     from cornernet_cli.api import evaluate
     from cornernet_cli.engine.evaluate import metrics_tables
 
-    result = evaluate(checkpoint, data, split=split, flip=flip, scales=_parse_floats(scales, "--scales") if scales
-                      else None, batch_size=batch_size, max_images=max_images, oracle=oracle,
-                      oracle_embeddings=oracle_embeddings, centre_check=centre_check, device=device, amp=amp, out=out,
-                      offline=offline, exist_ok=exist_ok)
+    with _flag_errors("amp", "device", "oracle", "oracle_embeddings", "scales"):
+        result = evaluate(checkpoint, data, split=split, flip=flip,
+                          scales=_parse_floats(scales, "--scales") if scales else None, batch_size=batch_size,
+                          max_images=max_images, oracle=oracle, oracle_embeddings=oracle_embeddings,
+                          centre_check=centre_check, device=device, amp=amp, out=out, offline=offline,
+                          exist_ok=exist_ok)
     if result.metrics["rank"] != 0:  # under torchrun the other processes only ran their share of the images
         return
     for table in metrics_tables(result.metrics):
@@ -107,7 +109,7 @@ def detect_cmd(
     if save_conf and not save_txt:
         raise CornerNetError("--save-conf needs --save-txt", 2)
     names = _parse_names(classes)
-    with console.status("detecting") as status:
+    with _flag_errors("amp", "device"), console.status("detecting") as status:
         report = detect(inputs, checkpoint=checkpoint, out=out, threshold=threshold, device=device, flip=flip,
                         scales=_parse_floats(scales, "--scales") if scales else None,
                         params=DecodeConfig(max_side=max_side, centre_check=centre_check), amp=amp, offline=offline,

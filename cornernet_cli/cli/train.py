@@ -115,7 +115,7 @@ def train_cmd(
     from cornernet_cli.api import train
 
     with _flag_errors("data", "preset", "weights", "time_budget", "time_clock", "iters", "epochs", "freeze", "lr",
-                      "lr_steps", "amp", "lr_schedule", "radius"):
+                      "lr_steps", "amp", "device", "lr_schedule", "radius"):
         result = train(data, out=out, preset=preset, weights=weights, offline=offline, freeze=freeze,
                        time_budget=time, time_clock=time_clock, iters=iters, epochs=epochs, val=val,
                        val_split=val_split, input_size=input_size, batch_size=batch_size, lr=lr,
@@ -168,12 +168,13 @@ def ablate_cmd(
     from cornernet_cli.ablate import run_ablation, select_variants
 
     radii = [r.strip() for r in radius.split(",") if r.strip()] if radius is not None else None
-    variants = select_variants(corner_pool=no_corner_pool, radius=radii, error_analysis=error_analysis)
     out = out or Path("runs") / f"ablate-{data.resolve().name}"
-    result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
-                          minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
-                          split=split, flip=flip, max_images=max_images, seed=seed, workers=workers, device=device,
-                          console=Console(stderr=True), exist_ok=exist_ok)
+    with _flag_errors("radius", "preset", "data_dir", "split"):
+        variants = select_variants(corner_pool=no_corner_pool, radius=radii, error_analysis=error_analysis)
+        result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
+                              minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
+                              split=split, flip=flip, max_images=max_images, seed=seed, workers=workers,
+                              device=device, console=Console(stderr=True), exist_ok=exist_ok)
     if result.status == "interrupted":
         console.print(f"interrupted; finished variants are in {out}/ablation.md. Run the same command again to "
                       f"resume.")

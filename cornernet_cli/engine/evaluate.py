@@ -41,7 +41,7 @@ from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import padded_size
 from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.postprocess import to_coco_results
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -236,13 +236,13 @@ def evaluate_model(
     (whether boxes were checked against a centre head)}.
     """
     if oracle is not None and oracle not in ORACLES:
-        raise CornerNetError(f"--oracle must be one of {', '.join(ORACLES)}, got {oracle!r}", 2)
+        raise SettingError(f"oracle must be one of {', '.join(ORACLES)}, got {oracle!r}")
     if model is None and oracle != "heatmaps+offsets":
-        raise CornerNetError("a checkpoint is needed unless --oracle heatmaps+offsets")
+        raise SettingError("a checkpoint is needed unless oracle is heatmaps+offsets")
     if model is None and not oracle_gt_embeddings:
-        raise CornerNetError("--oracle-embeddings trained needs a checkpoint (its embeddings are used)", 2)
+        raise SettingError("oracle_embeddings trained needs a checkpoint (its embeddings are used)")
     if not scales or any(s <= 0 for s in scales):
-        raise CornerNetError(f"--scales must be positive numbers, got {list(scales)}", 2)
+        raise SettingError(f"scales must be positive numbers, got {list(scales)}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
     dataset = CocoDetection.from_folder(data_dir, split)
@@ -337,11 +337,11 @@ def evaluate(
 
     # Under torchrun, "cuda" is this process's GPU (cuda:LOCAL_RANK).
     device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    amp_dtype(amp, device)  # a bad --amp fails before any work
+    amp_dtype(amp, device)  # a bad amp fails before any work
     if oracle_embeddings not in ("gt", "trained"):
-        raise CornerNetError(f"--oracle-embeddings must be gt or trained, got {oracle_embeddings!r}", 2)
+        raise SettingError(f"oracle_embeddings must be gt or trained, got {oracle_embeddings!r}")
     if oracle is None and oracle_embeddings != "gt":
-        raise CornerNetError("--oracle-embeddings only applies with --oracle heatmaps or heatmaps+offsets", 2)
+        raise SettingError("oracle_embeddings only applies with oracle heatmaps or heatmaps+offsets")
     env = init_distributed(device)
     progress = progress and env.is_main
     out = Path(out)
@@ -374,6 +374,8 @@ def evaluate(
                                      oracle=oracle, oracle_gt_embeddings=oracle_embeddings == "gt", params=params,
                                      results_path=out, amp=amp, plots_dir=out.parent, rank=env.rank,
                                      world_size=env.world_size)
+        except SettingError:
+            raise
         except CornerNetError as e:
             raise CornerNetError(str(e).replace("the checkpoint", source, 1), e.exit_code) from None
         metrics.update({"checkpoint": source if checkpoint is not None else None, "data": str(data_dir),

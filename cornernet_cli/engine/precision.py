@@ -11,17 +11,17 @@ import contextlib
 
 import torch
 
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import SettingError
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def amp_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for `--amp amp` on `device` (None for fp32); a one-line error for a bad value."""
+    """The autocast dtype for `amp` on `device` (None for fp32); a SettingError naming `amp` for a bad value."""
     if amp not in AMP_DTYPES:
-        raise CornerNetError(f"--amp must be off, bf16 or fp16, got {amp!r}", 2)
+        raise SettingError(f"amp must be off, bf16 or fp16, got {amp!r}")
     if torch.device(device).type != "cuda" and amp == "fp16":
-        raise CornerNetError("--amp fp16 needs --device cuda (use bf16 or off on the CPU)", 2)
+        raise SettingError("amp fp16 needs device cuda (use bf16 or off on the CPU)")
     return AMP_DTYPES[amp]
 
 
