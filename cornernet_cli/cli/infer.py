@@ -148,6 +148,7 @@ def visualize_heatmaps_cmd(
     from cornernet_cli.visualize import visualize_heatmaps
 
     names = _parse_names(classes)
-    path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
-                              scale=scale, offline=offline)
+    with _flag_errors("device"):
+        path = visualize_heatmaps(image, checkpoint=checkpoint, out=out, classes=names, gt=gt, device=device,
+                                  scale=scale, offline=offline)
     console.print(f"wrote {path}")

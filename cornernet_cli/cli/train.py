@@ -169,7 +169,7 @@ def ablate_cmd(
 
     radii = [r.strip() for r in radius.split(",") if r.strip()] if radius is not None else None
     out = out or Path("runs") / f"ablate-{data.resolve().name}"
-    with _flag_errors("radius", "preset", "data_dir", "split"):
+    with _flag_errors("radius", "preset", "data_dir", "split", "device"):
         variants = select_variants(corner_pool=no_corner_pool, radius=radii, error_analysis=error_analysis)
         result = run_ablation(data_dir=data, out_dir=out, variants=variants, preset=preset, iters=iters,
                               minutes_per_variant=minutes_per_variant, batch_size=batch_size, input_size=input_size,
@@ -197,7 +197,8 @@ def demo_cmd(
     from cornernet_cli.engine.evaluate import metrics_tables
 
     t0 = time.perf_counter()
-    result = run_demo(out, seed=seed, device=device, iters=iters, console=console)
+    with _flag_errors("device"):
+        result = run_demo(out, seed=seed, device=device, iters=iters, console=console)
     for table in metrics_tables(result.metrics)[:1]:
         console.print(table)
     took = ", ".join(f"{k} {v:.1f}" for k, v in result.minutes.items())

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import SettingError
 
 
 def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
     """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu; `cuda` -> cuda:LOCAL_RANK; `cuda:N`, `cpu`.
 
     Every command calls this before it loads or allocates anything, so an unavailable device is one line
-    (CornerNetError, exit code 2) instead of a traceback from deep inside torch. Selects the CUDA device.
+    (a SettingError naming `device`, exit code 2) instead of a traceback from deep inside torch. Selects the CUDA
+    device.
     """
     name = str(name)
     if name == "auto":
@@ -20,12 +21,12 @@ def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.devic
         return torch.device("cpu")
     kind, _, index = name.partition(":")
     if kind != "cuda" or (index and not index.isdigit()):
-        raise CornerNetError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}", 2)
+        raise SettingError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if not torch.cuda.is_available():
-        raise CornerNetError(f"--device {name} was asked for but CUDA is not available on this machine", 2)
+        raise SettingError(f"device {name} was asked for but CUDA is not available on this machine")
     device = torch.device(f"cuda:{index or local_rank}")
     if device.index >= torch.cuda.device_count():
-        raise CornerNetError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                             f"(cuda:0 ... cuda:{torch.cuda.device_count() - 1})", 2)
+        found = ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+        raise SettingError(f"device {name} is not on this machine (its CUDA devices: {found})")
     torch.cuda.set_device(device)
     return device
