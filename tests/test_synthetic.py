@@ -48,7 +48,7 @@ def test_dataset_folder(tmp_path: Path):
     assert len(train) == 6 and train.class_names == ["rectangle", "ellipse", "triangle"]
     assert train[0].image.shape == (96, 96, 3)
     assert len(CocoDetection.from_folder(tmp_path, "val")) == 3
-    with pytest.raises(Exception, match="num-classes"):
+    with pytest.raises(Exception, match="num_classes"):
         write_synthetic_dataset(tmp_path / "c", num_classes=9)
 
 

@@ -38,13 +38,16 @@ def prepare_data_cmd(
         lo_hi = _parse_floats(sizes, "--sizes")
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise CornerNetError(f"--sizes takes LOW,HIGH with LOW <= HIGH, got {sizes!r}", 2)
-        report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
-                                  num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou, exist_ok=exist_ok)
+        with _flag_errors("num_classes"):
+            report = synthetic_report(out, num_train=num_train, num_val=num_val, image_size=image_size,
+                                      num_classes=num_classes, seed=seed, sizes=lo_hi, max_iou=max_iou,
+                                      exist_ok=exist_ok)
     else:
         if source is None:
             raise CornerNetError(f"--source is required for --format {format}", exit_code=2)
-        report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
-                              strict=strict, copy_images=copy_images, exist_ok=exist_ok)
+        with _flag_errors("format", "val_fraction"):
+            report = prepare_data(format=format, source=source, out=out, val_fraction=val_fraction, seed=seed,
+                                  strict=strict, copy_images=copy_images, exist_ok=exist_ok)
     print_report(report, console)
 
 

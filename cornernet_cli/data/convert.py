@@ -26,7 +26,7 @@ from cornernet_cli.data.records import Problem, RawImage, SourceData
 from cornernet_cli.data.sources import read_coco, read_voc, read_yolo
 from cornernet_cli.data.validate import SplitResult, validate_split
 from cornernet_cli.engine.rundir import claim_output
-from cornernet_cli.errors import CornerNetError
+from cornernet_cli.errors import CornerNetError, SettingError
 
 FORMATS = ("voc", "yolo", "coco", "synthetic")
 
@@ -58,7 +58,7 @@ def seeded_split(images: list[RawImage], val_fraction: float, seed: int) -> dict
     """Split `images` into train / val: a seeded permutation, val gets round(n * val_fraction) images
     (at least 1 when val_fraction > 0 and n > 1). Order within each split follows the source."""
     if not 0.0 <= val_fraction < 1.0:
-        raise CornerNetError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise SettingError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n = len(images)
     n_val = int(round(n * val_fraction))
     if val_fraction > 0 and n > 1:
@@ -112,7 +112,7 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
     """
     readers = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco}
     if format not in readers:
-        raise CornerNetError(f"unknown --format {format!r}; choose one of: {', '.join(FORMATS)}")
+        raise SettingError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     source, out = Path(source), Path(out)
     if not source.exists():
         raise CornerNetError(f"--source {source} does not exist")

@@ -127,9 +127,9 @@ def write_synthetic_dataset(out: str | Path, *, num_train: int = 200, num_val: i
     out = Path(out)
     names = list(SHAPES)[:num_classes]
     if not 1 <= num_classes <= MAX_CLASSES:
-        from cornernet_cli.errors import CornerNetError
+        from cornernet_cli.errors import SettingError
 
-        raise CornerNetError(f"--num-classes must be in 1..{MAX_CLASSES} for synthetic data, got {num_classes}")
+        raise SettingError(f"num_classes must be in 1..{MAX_CLASSES} for synthetic data, got {num_classes}")
     docs = {}
     for split_no, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         if count <= 0:
