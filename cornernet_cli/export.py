@@ -83,7 +83,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     try:
         import onnx
     except ImportError:
-        raise CornerNetError("ONNX export needs the onnx package: pip install 'cornernet[onnx]'") from None
+        raise CornerNetError("ONNX export needs the onnx package: pip install onnx onnxruntime (or the onnx "
+                             "extra, e.g. pip install -e '.[onnx]' in a checkout)") from None
     if dynamic and max_size < max(height, width):
         raise SettingError(f"max_size {max_size} is smaller than the example input {height}x{width}")
 

@@ -131,7 +131,8 @@ def _open_graph(path: Path) -> Any:
         import onnx
         import onnxruntime  # noqa: F401  (checked here so that a missing package is one clear line)
     except ImportError:
-        raise CornerNetError(f"running {path} needs onnxruntime: pip install 'cornernet[onnx]'") from None
+        raise CornerNetError(f"running {path} needs onnxruntime: pip install onnxruntime (or the onnx extra, "
+                             f"e.g. pip install -e '.[onnx]' in a checkout)") from None
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises several types for a truncated or foreign file
