@@ -251,4 +251,3 @@ TRAIN_DEFAULTS: dict[str, dict] = {
                  workers=0, grad_clip=10.0, auto_scale=False),
 }
 DEFAULT_PRESET = "small-fast"
-FINETUNE_LR_FACTOR = 0.5  # fine-tuning starts at half the preset's learning rate

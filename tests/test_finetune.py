@@ -79,10 +79,10 @@ def test_other_architecture_is_refused(source, syn):
         train_settings(data_dir=syn, preset="small-fast", weights=source)
 
 
-def test_settings_take_the_checkpoint_preset_and_halve_the_rate(source, syn):
+def test_settings_take_the_checkpoint_preset_and_its_rate(source, syn):
     s = train_settings(data_dir=syn, weights=source, iters=5)
     assert s.preset == "tiny" and s.train.weights == str(source)
-    assert s.train.lr == pytest.approx(0.5e-3)
+    assert s.train.lr == pytest.approx(1e-3)  # the tiny preset's rate
     assert train_settings(data_dir=syn, weights=source, iters=5, overrides={"lr": 2e-3}).train.lr == 2e-3
 
 

@@ -45,7 +45,7 @@ def train_cmd(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Instead of --time: passes over the "
                                            "training split."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (paper: 2.5e-4; CPU "
-                                       "presets 1e-3; half of it with --weights)."),
+                                       "presets 1e-3; the same with --weights)."),
     lr_steps: Optional[str] = typer.Option(None, "--lr-steps", help="Comma-separated steps where lr is "
                                            "divided by 10 (default: 90% of the steps)."),
     lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="step: lr / 10 at each of --lr-steps "
