@@ -257,7 +257,11 @@ def detect(
     device = resolve_device(device)
     amp_dtype(amp, device)  # a bad amp fails before any work
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
-    names = read_network_metadata(ckpt)["class_names"]
+    network_meta = read_network_metadata(ckpt)
+    names = network_meta["class_names"]
+    if flip is None:  # resolved before the job is recorded: leaving it to the preset or naming it is one job
+        flip = preset_test_settings(network_meta["model_config"])["flip"]
+    scales = test_scales(network_meta, scales)
     unknown = [c for c in classes or [] if c not in names]
     if unknown:
         raise CornerNetError(f"classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
@@ -275,11 +279,9 @@ def detect(
         model, meta = load_network(ckpt, device=device)
         check_amp(model, amp)
         params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
-        if flip is None:
-            flip = preset_test_settings(meta["model_config"])["flip"]
         return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
                             meta=meta, job=job, threshold=threshold, device=device, flip=flip,
-                            scales=test_scales(meta, scales), params=params, amp=amp, wanted=wanted,
+                            scales=scales, params=params, amp=amp, wanted=wanted,
                             extras=extras, draw_min_side=draw_min_side,
                             loop=FrameLoop(max_frames=max_frames, show=show, on_frame=on_frame))
 

@@ -349,6 +349,19 @@ def evaluate(
     source = str(checkpoint) if checkpoint is not None else "the dataset"
     if checkpoint is not None:
         checkpoint = resolve_network(checkpoint, offline=offline, progress=progress)
+    # The network first: the job records the flip and scales it resolves to, so a job that left them to the
+    # checkpoint and one that named the same values are the same job.
+    model, names = None, None
+    if checkpoint is not None:
+        model, meta = load_network(checkpoint, device=device)
+        check_amp(model, amp)
+        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
+        names = meta["class_names"]
+        scales = test_scales(meta, scales)
+    else:
+        scales = scales or (1.0,)
+    if flip is None:
+        flip = preset_test_settings(model.config if model is not None else None)["flip"]
     job = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
            "data": str(Path(data_dir).resolve()), "split": split, "flip": flip,
            "scales": [float(s) for s in scales] if scales else None, "max_images": max_images, "oracle": oracle,
@@ -357,17 +370,6 @@ def evaluate(
     claim = (claim_output(out.parent, job=job, record_file=metrics_file, exist_ok=exist_ok, output=out,
                           lock_name=f".{out.name}.lock") if env.is_main else contextlib.nullcontext())
     with claim:
-        model, names = None, None
-        if checkpoint is not None:
-            model, meta = load_network(checkpoint, device=device)
-            check_amp(model, amp)
-            params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
-            names = meta["class_names"]
-            scales = test_scales(meta, scales)
-        else:
-            scales = scales or (1.0,)
-        if flip is None:
-            flip = preset_test_settings(model.config if model is not None else None)["flip"]
         try:
             metrics = evaluate_model(model, data_dir, split, device=device, class_names=names, flip=flip,
                                      scales=scales, max_images=max_images, progress=progress, batch_size=batch_size,
