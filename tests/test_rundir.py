@@ -127,6 +127,10 @@ def test_eval_detect_prepare_data_refuse_another_jobs_results(syn, tmp_path):
     assert res.read_bytes() == first
     assert run_cli(*ev, "--checkpoint", cks[1], "--exist-ok")[0] == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["job"]["checkpoint"] == str(cks[1].resolve())
+    # flip and scales left to the checkpoint are the values they resolve to (tiny: flip on, scale 1): one job
+    both = ["eval", "--data", syn, "--out", tmp_path / "f" / "results.json", "--checkpoint", cks[0]]
+    assert run_cli(*both, "--flip", "--scales", "1")[0] == 0
+    assert run_cli(*both)[0] == 0
 
     image = next((syn / "images" / "val").iterdir())
     det = ["detect", image, "--out", tmp_path / "d", "--no-flip"]
