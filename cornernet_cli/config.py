@@ -232,22 +232,20 @@ class TrainConfig:
     freeze: str = "none"  # none | backbone (train only the prediction modules)
 
 
-# Per-preset defaults of a training run (cornernet_cli.engine.settings.train_settings applies them; anything
-# given explicitly wins). hourglass-104 / -52: the paper's COCO schedule and crops. The CPU presets: the
-# budget recipe of docs/recipes.md (time budget, cosine, weight averaging, centre head, crops and test scale
-# chosen from the data's box sizes). tiny: tests.
-_PAPER = dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,), warmup_iters=0,
-              workers=4, auto_scale=False)
+# Per-preset defaults of a training run, listing only what differs from the DataConfig / TrainConfig defaults
+# (the paper's COCO schedule and crops, which hourglass-104 / -52 keep; engine.settings.train_settings applies
+# them and anything given explicitly wins). The CPU presets: the budget recipe of docs/recipes.md (time budget,
+# cosine, weight averaging, centre head, crops and test scale chosen from the data's box sizes). tiny: tests.
 _CPU_RECIPE = dict(input_size=256, batch_size=8, time_budget=25.0, lr=1e-3, lr_schedule="cosine", warmup_iters=50,
                    workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True)
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "hourglass-104": _PAPER,
-    "hourglass-52": _PAPER,
+    "hourglass-104": {},
+    "hourglass-52": {},
     "small": _CPU_RECIPE,
     "small-fast": _CPU_RECIPE,
     # CornerNet-Lite's CornerNet_Squeeze.json: the paper's schedule with batch 55 and crop scales 0.6..1.4.
-    "squeeze": dict(_PAPER, batch_size=55, random_scales=(0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)),
+    "squeeze": dict(batch_size=55, random_scales=(0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)),
     "tiny": dict(input_size=128, batch_size=4, iters=200, lr=1e-3, lr_steps=(160,), warmup_iters=10,
-                 workers=0, grad_clip=10.0, auto_scale=False),
+                 workers=0, grad_clip=10.0),
 }
 DEFAULT_PRESET = "small-fast"

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from cornernet_cli.config import DataConfig
+from cornernet_cli.engine.settings import TrainSettings, step_schedule, train_settings
 
 # The demo's settings: small images so that a CPU trains the `small-fast` preset in minutes. The synthetic shapes
 # do not overlap (max_iou 0) and training uses flips only (train and val come from one distribution); a cosine
@@ -69,6 +73,21 @@ def _same_run(run_dir: Path, model_cfg, train_cfg) -> bool:
         return False
 
 
+def demo_settings(data_dir: Path, *, cfg: Mapping[str, Any], seed: int, iters: int | None) -> TrainSettings:
+    """The demo's training run (`train_settings` of cfg's preset): cfg's fixed step schedule (`iters` steps,
+    default cfg["iters"]) and optimisation, its crop size at the paper's crop scales and test scale 1 (not
+    chosen from the data), no centre head; with cfg["augment"] False flips only, as the synthetic train and
+    val images come from one distribution."""
+    steps = iters or cfg["iters"]
+    crops = {"input_size": cfg["input_size"], "random_scales": DataConfig().random_scales, "test_scale": 1.0}
+    if not cfg["augment"]:
+        crops.update(random_scales=(1.0,), color_jitter=0.0, lighting=0.0)
+    overrides = {**step_schedule(steps, warmup_iters=cfg["warmup_iters"]), **crops, "centre_head": False,
+                 "seed": seed, **{k: cfg[k] for k in ("batch_size", "lr", "grad_clip", "workers", "amp",
+                                                      "lr_schedule", "ema")}}
+    return train_settings(data_dir=data_dir, preset=cfg["preset"], overrides=overrides)
+
+
 def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = "cpu", iters: int | None = None,
              console: Console | None = None, **overrides) -> DemoResult:
     """Run the four steps above; reuses OUT/data when it is already there. Returns paths and metrics.
@@ -79,7 +98,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     if unknown:
         raise ValueError(f"unknown demo settings: {', '.join(sorted(unknown))}")
     cfg = {**DEMO, **overrides}
-    from cornernet_cli.config import DataConfig, TrainConfig, model_config
     from cornernet_cli.data.synthetic import write_synthetic_dataset
     from cornernet_cli.detect import detect
     from cornernet_cli.engine.device import resolve_device
@@ -103,24 +121,17 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
         write_synthetic_dataset(data_dir, num_train=cfg["num_train"], num_val=cfg["num_val"], **gen)
     minutes["data"] = (time.perf_counter() - t0) / 60
 
-    steps = iters or cfg["iters"]
-    console.print(f"[bold]2/4[/] training the {cfg['preset']} preset for {steps} steps on {device} into {run_dir}")
+    run = demo_settings(data_dir, cfg=cfg, seed=seed, iters=iters)
+    console.print(f"[bold]2/4[/] training the {cfg['preset']} preset for {run.train.iters} steps on {device} "
+                  f"into {run_dir}")
     t0 = time.perf_counter()
-    tcfg = TrainConfig(batch_size=cfg["batch_size"], iters=steps, lr=cfg["lr"],
-                       lr_steps=(int(steps * 0.9),), warmup_iters=min(cfg["warmup_iters"], steps // 10),
-                       grad_clip=cfg["grad_clip"], workers=cfg["workers"], seed=seed, amp=cfg["amp"],
-                       lr_schedule=cfg["lr_schedule"], ema=cfg["ema"])
-    dcfg = dataclasses.replace(DataConfig(), input_size=cfg["input_size"])
-    if not cfg["augment"]:  # flips only: the synthetic train and val images come from one distribution
-        dcfg = dataclasses.replace(dcfg, random_scales=(1.0,), color_jitter=0.0, lighting=0.0)
     # an interrupted demo continues, unless its data was just (re)generated or it was started with other
     # settings (e.g. by an older version of the demo): then it starts afresh
-    model_cfg = model_config(cfg["preset"])
     resume = (not regenerated and (run_dir / "state.safetensors").is_file()
-              and not (run_dir / "summary.json").is_file() and _same_run(run_dir, model_cfg, tcfg))
-    # the demo owns OUT: what it does not resume it deliberately replaces
-    train(data_dir=data_dir, out_dir=run_dir, model_cfg=model_cfg, data_cfg=dcfg,
-          train_cfg=tcfg, device=device, resume=resume, exist_ok=not resume, log_every=25, save_every=200)
+              and not (run_dir / "summary.json").is_file() and _same_run(run_dir, run.model, run.train))
+    # the demo owns OUT: what it does not resume it deliberately replaces; it validates once, in step 3
+    train(data_dir=data_dir, out_dir=run_dir, model_cfg=run.model, data_cfg=run.data,
+          train_cfg=run.train, device=device, resume=resume, exist_ok=not resume, log_every=25, save_every=200)
     minutes["train"] = (time.perf_counter() - t0) / 60
     checkpoint = run_dir / "best.safetensors"
 
