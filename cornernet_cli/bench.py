@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -177,6 +178,119 @@ def bench_data(*, data: str | None = None, split: str = "train", input_size: int
         cv2.setNumThreads(old_cv)
 
 
+@dataclass(frozen=True)
+class _Timing:
+    """How run_bench measures: the median of `repeats` runs after `warmup` on `device` (autocast to `dtype`,
+    None: fp32); `loadavg` gets the 1-minute load average at the start of each phase."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    repeats: int
+    warmup: int
+    loadavg: dict[str, float]
+
+    def ms(self, fn, *, device: torch.device | None = None) -> float:
+        """median_ms of `fn` (synchronising `device`, default the bench's)."""
+        return median_ms(fn, repeats=self.repeats, warmup=self.warmup, device=device or self.device)
+
+    def phase(self, name: str) -> None:
+        self.loadavg[name] = os.getloadavg()[0]
+
+    def autocast(self):
+        from cornernet_cli.engine.precision import autocast
+
+        return autocast(self.device, self.dtype)
+
+
+def _forward_figures(net: torch.nn.Module, t: _Timing, *, batch_size: int, input_size: int,
+                     fmt: torch.memory_format, seed: int) -> dict:
+    """forward_ms / forward_flip_ms: per image, a batch [batch_size, 3, S, S] (and with its mirror, 2 x)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, input_size, input_size, generator=g).to(t.device).contiguous(memory_format=fmt)
+    flipped = torch.cat([images, images.flip(-1)]).contiguous(memory_format=fmt)
+
+    def forward(x):
+        def run():
+            with torch.inference_mode(), t.autocast():
+                net(x)
+        return run
+
+    t.phase("forward")
+    return {"forward_ms": t.ms(forward(images)) / batch_size, "forward_flip_ms": t.ms(forward(flipped)) / batch_size}
+
+
+def _decode_figures(t: _Timing, *, num_classes: int, out: int, seed: int) -> dict:
+    """decode_ms per image of a flip pair of synthetic heads [2, C, out, out]; soft_nms_ms of the pair's boxes."""
+    from cornernet_cli.decode import decode
+    from cornernet_cli.postprocess import merge_detections
+
+    heads = tuple(v.to(t.device) for v in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
+    t.phase("decode")
+    result = {"decode_ms": t.ms(lambda: decode(*heads)) / 2}
+    # every same-class pair accepted (the synthetic embeddings are random): a full 2 x num_dets workload
+    dets = decode(*heads, ae_threshold=float("inf")).cpu().numpy()
+    pair = np.concatenate([d[d[:, 4] > -1] for d in dets])
+    result["soft_nms_boxes"] = len(pair)
+    t.phase("soft_nms")
+    result["soft_nms_ms"] = t.ms(lambda: merge_detections(pair), device=torch.device("cpu"))
+    return result
+
+
+def _detect_figures(net: torch.nn.Module, t: _Timing, *, num_classes: int, image_size: tuple[int, int], amp: str,
+                    seed: int) -> dict:
+    """detect_ms (with flip; its stages in detect_stages_ms) and detect_noflip_ms of one synthetic image of
+    image_size (h, w)."""
+    from cornernet_cli.data.synthetic import generate_image
+    from cornernet_cli.engine.inference import StageTimer, detect_images
+
+    dev = t.device
+    h, w = image_size
+    picture = generate_image(np.random.default_rng(seed), image_size=max(h, w))[0][:h, :w].copy()
+    timer = StageTimer()
+    t.phase("detect")
+
+    def detect_once(flip: bool, timer: StageTimer):
+        detect_images(net, [picture], device=dev, num_classes=num_classes, flip=flip, timer=timer, amp=amp)
+
+    result = {"detect_ms": t.ms(lambda: detect_once(True, timer))}
+    stages = timer.per_image_ms()  # means over warm-up and repeats
+    result["detect_stages_ms"] = {k: v for k, v in stages.items() if k != "total"}
+    result["detect_noflip_ms"] = t.ms(lambda: detect_once(False, StageTimer()))
+    return result
+
+
+def _train_figures(model: torch.nn.Module, net: torch.nn.Module, t: _Timing, *, batch_size: int, input_size: int,
+                   num_classes: int, fmt: torch.memory_format, amp: str, seed: int) -> dict:
+    """train_step_ms and train_images_per_s: an Adam step of CornerNetLoss on a synthetic batch
+    [batch_size, 3, S, S] with its targets. Leaves `model` in eval mode."""
+    from cornernet_cli.losses import CornerNetLoss
+
+    dev = t.device
+    batch = {k: v.to(dev) for k, v in _synthetic_batch(batch_size=batch_size, input_size=input_size,
+                                                       num_classes=num_classes, seed=seed,
+                                                       output_stride=model.output_stride).items()}
+    batch["image"] = batch["image"].contiguous(memory_format=fmt)
+    model.train()
+    criterion = CornerNetLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+
+    def step():
+        with t.autocast():
+            outputs = net(batch["image"])
+        outputs = [o.map(torch.Tensor.float) for o in outputs]
+        loss, _ = criterion(outputs, batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    t.phase("train")
+    step_ms = t.ms(step)
+    model.eval()
+    return {"train_step_ms": step_ms, "train_images_per_s": 1e3 * batch_size / step_ms}
+
+
 def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 511, batch_size: int = 1,
               amp: str = "off", channels_last: bool | None = None, compile: bool = False, num_classes: int = 80,
               image_size: tuple[int, int] = (480, 640), repeats: int = 5, warmup: int = 1,
@@ -197,27 +311,19 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     amp: off | bf16 | fp16 (autocast; CUDA mainly; on the CPU only bf16 is allowed); channels_last: default True.
     Returns a JSON-ready dict with the settings, the environment and load averages per phase.
     """
-    from cornernet_cli.decode import decode
     from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.inference import StageTimer, detect_images
-    from cornernet_cli.engine.precision import amp_dtype as _amp_dtype
-    from cornernet_cli.engine.precision import autocast as _autocast
+    from cornernet_cli.engine.precision import amp_dtype
     from cornernet_cli.errors import CornerNetError
-    from cornernet_cli.losses import CornerNetLoss
     from cornernet_cli.model import build_model
-    from cornernet_cli.postprocess import merge_detections
 
     dev = resolve_device(device)
     if channels_last is None:
         channels_last = True
-    amp_dtype = _amp_dtype(amp, dev)
+    dtype = amp_dtype(amp, dev)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-
-    def autocast():
-        return _autocast(dev, amp_dtype)
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     result: dict = {"settings": {"preset": preset, "device": str(dev), "input_size": input_size,
@@ -225,7 +331,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
                                  "compile": compile, "num_classes": num_classes, "image_size": list(image_size),
                                  "repeats": repeats, "warmup": warmup},
                     "environment": environment(dev), "loadavg": {}}
-    load = result["loadavg"]
+    t = _Timing(device=dev, dtype=dtype, repeats=repeats, warmup=warmup, loadavg=result["loadavg"])
     try:
         try:
             model = build_model(preset, num_classes).to(dev, memory_format=fmt).eval()
@@ -235,84 +341,21 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         net = torch.compile(model) if compile else model
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        g = torch.Generator().manual_seed(seed)
-        images = torch.randn(batch_size, 3, input_size, input_size, generator=g).to(dev).contiguous(memory_format=fmt)
-        flipped = torch.cat([images, images.flip(-1)]).contiguous(memory_format=fmt)
-
-        def forward(x):
-            def run():
-                with torch.inference_mode(), autocast():
-                    net(x)
-            return run
-
-        load["forward"] = os.getloadavg()[0]
-        result["forward_ms"] = median_ms(forward(images), repeats=repeats, warmup=warmup, device=dev) / batch_size
-        result["forward_flip_ms"] = median_ms(forward(flipped), repeats=repeats, warmup=warmup,
-                                              device=dev) / batch_size
-
-        out = -(-input_size // model.output_stride)
-        heads = tuple(t.to(dev) for t in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
-        load["decode"] = os.getloadavg()[0]
-        result["decode_ms"] = median_ms(lambda: decode(*heads), repeats=repeats, warmup=warmup, device=dev) / 2
-
-        # every same-class pair accepted (the synthetic embeddings are random): a full 2 x num_dets workload
-        dets = decode(*heads, ae_threshold=float("inf")).cpu().numpy()
-        pair = np.concatenate([d[d[:, 4] > -1] for d in dets])
-        result["soft_nms_boxes"] = len(pair)
-        load["soft_nms"] = os.getloadavg()[0]
-        result["soft_nms_ms"] = median_ms(lambda: merge_detections(pair), repeats=repeats, warmup=warmup)
-
-        from cornernet_cli.data.synthetic import generate_image
-
-        h, w = image_size
-        picture = generate_image(np.random.default_rng(seed), image_size=max(h, w))[0][:h, :w].copy()
-        timer = StageTimer()
-        load["detect"] = os.getloadavg()[0]
-
-        def detect_once(flip: bool, timer: StageTimer):
-            detect_images(net, [picture], device=dev, num_classes=num_classes, flip=flip, timer=timer, amp=amp)
-
-        result["detect_ms"] = median_ms(lambda: detect_once(True, timer), repeats=repeats, warmup=warmup, device=dev)
-        stages = timer.per_image_ms()  # means over warm-up and repeats
-        result["detect_stages_ms"] = {k: v for k, v in stages.items() if k != "total"}
-        result["detect_noflip_ms"] = median_ms(lambda: detect_once(False, StageTimer()), repeats=repeats,
-                                               warmup=warmup, device=dev)
+        result.update(_forward_figures(net, t, batch_size=batch_size, input_size=input_size, fmt=fmt, seed=seed))
+        result.update(_decode_figures(t, num_classes=num_classes, out=-(-input_size // model.output_stride),
+                                      seed=seed))
+        result.update(_detect_figures(net, t, num_classes=num_classes, image_size=image_size, amp=amp, seed=seed))
+        result["peak_memory_inference_mb"] = peak_memory_mb(dev)
         if dev.type == "cuda":
-            result["peak_memory_inference_mb"] = peak_memory_mb(dev)
             torch.cuda.reset_peak_memory_stats(dev)
-        else:
-            result["peak_memory_inference_mb"] = peak_memory_mb(dev)
-
-        batch = {k: v.to(dev) for k, v in _synthetic_batch(batch_size=batch_size, input_size=input_size,
-                                                           num_classes=num_classes, seed=seed,
-                                                           output_stride=model.output_stride).items()}
-        batch["image"] = batch["image"].contiguous(memory_format=fmt)
-        model.train()
-        criterion = CornerNetLoss()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
-
-        def step():
-            with autocast():
-                outputs = net(batch["image"])
-            outputs = [o.map(torch.Tensor.float) for o in outputs]
-            loss, _ = criterion(outputs, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-        load["train"] = os.getloadavg()[0]
-        result["train_step_ms"] = median_ms(step, repeats=repeats, warmup=warmup, device=dev)
-        result["train_images_per_s"] = 1e3 * batch_size / result["train_step_ms"]
+        result.update(_train_figures(model, net, t, batch_size=batch_size, input_size=input_size,
+                                     num_classes=num_classes, fmt=fmt, amp=amp, seed=seed))
         result["peak_memory_train_mb"] = peak_memory_mb(dev)
         result["peak_memory_mb"] = max(result["peak_memory_inference_mb"], result["peak_memory_train_mb"])
-        model.eval()
-
-        load["data"] = os.getloadavg()[0]
+        t.phase("data")
         result["data_images_per_s"], result["data"] = bench_data(data=data, input_size=input_size, seed=seed,
                                                                  output_stride=model.output_stride)
-        load["end"] = os.getloadavg()[0]
+        t.phase("end")
     finally:
         torch.set_num_threads(old_threads)
     return result

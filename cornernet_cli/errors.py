@@ -1,16 +1,22 @@
 """The one exception type that the CLI turns into a one-line error (never a traceback)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class CornerNetError(Exception):
     """A problem with the user's input: the message names the bad file and value.
 
     The CLI prints ``error: <message>`` and exits with ``exit_code`` (1 by default,
-    2 for a bad command-line value, as Typer does for usage errors).
+    2 for a bad command-line value, as Typer does for usage errors). ``params``: the parameter names the
+    message mentions (``resume``, ``exist_ok``), which the CLI prints as the flags that set them.
     """
 
-    def __init__(self, message: str, exit_code: int = 1):
+    def __init__(self, message: str, exit_code: int = 1, *, params: Sequence[str] = ()):
         super().__init__(message)
         self.exit_code = exit_code
+        self.params = tuple(params)
 
 
 class SettingError(CornerNetError):

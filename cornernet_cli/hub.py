@@ -282,7 +282,7 @@ def _resolve_name(name: str, *, offline: bool, progress: bool) -> Path:
                                  f"save {entry['file']} and place it at {src}, then run again")
         if offline:
             raise CornerNetError(f"{name} is not cached and offline is set: download {url} and place it at "
-                                 f"{src} (or run without offline)")
+                                 f"{src} (or run without offline)", params=("offline",))
         download(url, src, sha256=entry["sha256"], progress=progress)
         fresh = True
     else:  # placed by hand, or downloaded by an earlier run that stopped before importing

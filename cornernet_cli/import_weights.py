@@ -261,11 +261,11 @@ def source_state(obj: object, fmt: str, *, origin: str | Path = "source") -> dic
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         if fmt != "mmdetection":
             raise CornerNetError(f"{origin} looks like an mmdetection checkpoint (it has 'state_dict'); "
-                                 "use --format mmdetection")
+                                 "use fmt mmdetection", params=("fmt",))
         obj = obj["state_dict"]
     elif fmt == "mmdetection" and not any(str(k).startswith(("backbone.", "module.backbone.")) for k in obj):
         raise CornerNetError(f"{origin} has no 'state_dict' and no backbone.* tensors: not an mmdetection "
-                             "checkpoint (use --format original for the original CornerNet)")
+                             "checkpoint (use fmt original for the original CornerNet)", params=("fmt",))
     state = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
@@ -275,7 +275,8 @@ def source_state(obj: object, fmt: str, *, origin: str | Path = "source") -> dic
     for other, mark in _LAYOUT_MARK.items():
         if fmt in _LAYOUT_MARK and other != fmt and any(k.startswith(mark) for k in state):
             kind = "CornerNet-Squeeze" if other == "squeeze" else "original CornerNet"
-            raise CornerNetError(f"{origin} has {mark}* tensors, the {kind}'s layout; use --format {other}")
+            raise CornerNetError(f"{origin} has {mark}* tensors, the {kind}'s layout; use fmt {other}",
+                                 params=("fmt",))
     return state
 
 
@@ -288,7 +289,7 @@ def read_classes(classes: str, num_classes: int) -> tuple[list[str], list[int]]:
     else:
         path = Path(classes)
         if not path.is_file():
-            raise CornerNetError(f"--classes: neither 'coco' nor an existing file: {classes}")
+            raise CornerNetError(f"classes: neither 'coco' nor an existing file: {classes}", params=("classes",))
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             try:
@@ -380,7 +381,7 @@ def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str =
         try:
             config = model_config(preset, config.num_classes)
         except ValueError as e:
-            raise CornerNetError(f"--preset: {e}") from None
+            raise CornerNetError(f"preset: {e}", params=("preset",)) from None
     names, ids = read_classes(classes, config.num_classes)
 
     model, state, filled = fit_state(state, config, source_names=source_names, origin=str(src),

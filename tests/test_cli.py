@@ -64,3 +64,27 @@ def test_number_lists_reject_nan_inf_and_non_positive():
     for bad in ("nan", "1,inf", "-1", "0", "x", ""):
         with pytest.raises(CornerNetError, match="--scales"):
             _parse_floats(bad, "--scales")
+
+
+def test_library_errors_name_parameters_and_the_command_line_names_flags(tmp_path):
+    """A library error names the parameters (`source`, `strict`); the command prints the flags that set them,
+    exit code unchanged. Words that are not the error's parameters, and quoted values, stay as they are."""
+    import pytest
+
+    from cornernet_cli.data.convert import prepare_data
+    from cornernet_cli.errors import CornerNetError
+    from tests.test_reliability import run_cli
+
+    with pytest.raises(CornerNetError, match=r"^source \S*nope does not exist$") as e:
+        prepare_data(format="coco", source=tmp_path / "nope", out=tmp_path / "p")
+    assert e.value.params == ("source",) and e.value.exit_code == 1
+    code, _, err = run_cli("prepare-data", "--format", "coco", "--source", tmp_path / "nope", "--out", tmp_path / "p")
+    assert code == 1 and f"--source {tmp_path / 'nope'} does not exist" in err
+
+    from cornernet_cli.cli.common import _flag_errors
+
+    with pytest.raises(CornerNetError) as e, _flag_errors("amp"):
+        raise CornerNetError("fix the data, then resume continues ('resume' stays); amp is not named", 1,
+                             params=("resume",))
+    assert str(e.value) == "fix the data, then --resume continues ('resume' stays); amp is not named"
+    assert e.value.exit_code == 1

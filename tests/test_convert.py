@@ -76,7 +76,7 @@ def test_voc_converter_reports_every_problem(voc: Path, tmp_path: Path):
             assert (s.boxes[:, 2] <= 80).all() and (s.boxes[:, 3] <= 60).all()
     assert total == 3  # cat im0, clipped dog im1 (50,30,80,50), cat im2
     assert json.loads((out / "report.json").read_text())["problems"]
-    with pytest.raises(CornerNetError, match="--strict"):
+    with pytest.raises(CornerNetError, match=r"\(strict\)"):
         prepare_data(format="voc", source=voc, out=tmp_path / "strict", strict=True)
     assert not (tmp_path / "strict").exists()
 
@@ -189,7 +189,7 @@ def test_coco_converter_keeps_ids_and_reports(tmp_path: Path):
     assert _kinds(again).keys() == k.keys()
     assert json.loads((tmp_path / "nocrowd" / "annotations" / "train.json").read_text())["annotations"] == \
         saved["annotations"]
-    with pytest.raises(CornerNetError, match="--strict"):
+    with pytest.raises(CornerNetError, match=r"\(strict\)"):
         prepare_data(format="coco", source=src, out=tmp_path / "s", strict=True)
 
 

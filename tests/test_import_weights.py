@@ -507,10 +507,10 @@ def test_missing_source_key_fails_naming_it(tmp_path):
 
 def test_wrong_format_and_class_count(tmp_path):
     src = save_original(tmp_path / "o.pkl", original_state(tiny(80)))
-    assert "--format original" in _error(
+    assert "fmt original" in _error(
         lambda: import_weights(src, fmt="mmdetection", out=tmp_path / "x.safetensors"))
     torch.save({"state_dict": MMDetNet(tiny(80)).state_dict()}, tmp_path / "m.pth")
-    assert "--format mmdetection" in _error(
+    assert "fmt mmdetection" in _error(
         lambda: import_weights(tmp_path / "m.pth", fmt="original", out=tmp_path / "x.safetensors"))
     (tmp_path / "two.txt").write_text("a\nb\n")
     assert "2 classes" in _error(lambda: import_weights(src, fmt="original", out=tmp_path / "x.safetensors",

@@ -302,10 +302,10 @@ def test_format_mix_ups_are_named(tmp_path):
     from tests.test_import_weights import original_state, tiny
 
     torch.save(DummyModule(SqueezeNet(SMALL)).state_dict(), tmp_path / "sq.pkl")
-    assert "--format squeeze" in _error(lambda: import_weights(tmp_path / "sq.pkl", fmt="original",
+    assert "fmt squeeze" in _error(lambda: import_weights(tmp_path / "sq.pkl", fmt="original",
                                                                out=tmp_path / "x.safetensors"))
     torch.save(original_state(tiny(80)), tmp_path / "o.pkl")
-    assert "--format original" in _error(lambda: import_weights(tmp_path / "o.pkl", fmt="squeeze",
+    assert "fmt original" in _error(lambda: import_weights(tmp_path / "o.pkl", fmt="squeeze",
                                                                 out=tmp_path / "x.safetensors"))
 
 

@@ -115,7 +115,7 @@ def test_non_finite_loss_stops_and_keeps_last_good(syn, tmp_path, monkeypatch):
 
 
 def test_resume_without_state(syn, tmp_path):
-    with pytest.raises(CornerNetError, match="no resume state"):
+    with pytest.raises(CornerNetError, match="holds no saved state"):
         _run(syn, tmp_path / "empty", resume=True)
 
 
@@ -351,7 +351,7 @@ def test_ema_run_saves_averaged_weights_and_resumes_exactly(syn, tmp_path):
     assert st["ema_n"] == 12
     assert all(torch.equal(st["ema"][k], a[k]) for k in a)
     assert any(not torch.equal(st["model"][k], a[k]) for k in a if a[k].is_floating_point())
-    with pytest.raises(CornerNetError, match="--ema"):
+    with pytest.raises(CornerNetError, match="saved with ema"):
         train(data_dir=syn, out_dir=tmp_path / "b", model_cfg=model_config("tiny"),
               data_cfg=DataConfig(input_size=64), train_cfg=TrainConfig(batch_size=2, iters=14, workers=0, seed=3),
               device="cpu", resume=True, progress=False)

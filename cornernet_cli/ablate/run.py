@@ -35,7 +35,7 @@ def _check_same_setup(folder: Path, want: dict[str, Any], *, exist_ok: bool) -> 
     if diff and not exist_ok:
         detail = ", ".join(f"{k} {a} there vs {b} asked" for k, (a, b) in diff.items())
         raise CornerNetError(f"{folder / 'config.json'} was trained with other settings ({detail}); "
-                             f"replace it with --exist-ok (exist_ok=True) or use another --out")
+                             f"replace it with exist_ok or use another output folder", params=("exist_ok",))
     return bool(diff)
 
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from cornernet_cli import __version__
 from cornernet_cli.cli import data, deploy, infer, train
-from cornernet_cli.cli.common import _parse_floats, console  # noqa: F401  (_parse_floats: tests import it here)
+from cornernet_cli.cli.common import _as_flags, _parse_floats, console  # noqa: F401  (_parse_floats: tests)
 from cornernet_cli.errors import CornerNetError
 
 __all__ = ["app", "main"]
@@ -79,8 +79,9 @@ def main() -> None:
     _maybe_reexec_with_malloc_tuning()
     try:
         app(prog_name="cornernet")
-    except CornerNetError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    except CornerNetError as e:  # a command that does not name its parameters' flags gets them here
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(_as_flags(str(e), e.params))}", highlight=False,
+                                   soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")

@@ -40,12 +40,14 @@ def _parse_names(text: str | None) -> list[str] | None:
 
 
 # Parameters of the API whose flag is not --<name with dashes>.
-_RENAMED = {"time_budget": "--time", "data_dir": "--data"}
+_RENAMED = {"time_budget": "--time", "data_dir": "--data", "fmt": "--format"}
 
 
 def _as_flags(message: str, names: Sequence[str]) -> str:
     """A library message with the parameter `names` replaced by the command-line flags that set them; quoted
     values ('...') are left as they are."""
+    if not names:
+        return message
     flags = {n: _RENAMED.get(n, "--" + n.replace("_", "-")) for n in names}
     pattern = re.compile(rf"(?<![\w/.-])({'|'.join(map(re.escape, flags))})(?![\w/.-])")
     parts = re.split(r"('[^']*')", message)
@@ -54,8 +56,13 @@ def _as_flags(message: str, names: Sequence[str]) -> str:
 
 @contextlib.contextmanager
 def _flag_errors(*names: str) -> Iterator[None]:
-    """Report the API's SettingErrors about `names` with the flags' names."""
+    """Report the API's SettingErrors about `names`, and the parameters any error names (`params`), with the
+    flags' names."""
     try:
         yield
     except SettingError as e:
-        raise CornerNetError(_as_flags(str(e), names), e.exit_code) from None
+        raise CornerNetError(_as_flags(str(e), (*names, *e.params)), e.exit_code) from None
+    except CornerNetError as e:
+        if not e.params:
+            raise
+        raise CornerNetError(_as_flags(str(e), e.params), e.exit_code) from None

@@ -115,7 +115,7 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
         raise SettingError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     source, out = Path(source), Path(out)
     if not source.exists():
-        raise CornerNetError(f"--source {source} does not exist")
+        raise CornerNetError(f"source {source} does not exist", params=("source",))
     job = {"command": "prepare-data", "format": format, "source": str(source.resolve()), "val_fraction": val_fraction,
            "seed": seed, "strict": strict, "copy_images": copy_images}
     with claim_output(out, job=job, record_file=out / "report.json", exist_ok=exist_ok):
@@ -137,7 +137,7 @@ def prepare_data(*, format: str, source: str | Path, out: str | Path, val_fracti
         errors = [p for p in problems if p.is_error]
         if strict and errors:
             first = "; ".join(f"{p.kind}: {p.file}: {p.detail}" for p in errors[:3])
-            raise CornerNetError(f"{len(errors)} problems in {source} (--strict), first: {first}")
+            raise CornerNetError(f"{len(errors)} problems in {source} (strict), first: {first}", params=("strict",))
         info = {"description": f"cornernet prepare-data --format {format}", "source": str(source),
                 "val_fraction": val_fraction, "seed": seed}
         for result in results:

@@ -181,15 +181,15 @@ def claim_run_folder(out_dir: str | Path, *, resume: bool, exist_ok: bool) -> It
     naming the folder, what it holds, `resume` and `exist_ok`). With `exist_ok` the earlier run's files
     (RUN_FILES) are deleted once the lock is held."""
     if resume and exist_ok:
-        raise CornerNetError("resume (--resume) continues the run in the folder and exist_ok (--exist-ok) "
-                             "replaces it: give one of them", 2)
+        raise CornerNetError("resume continues the run in the folder and exist_ok replaces it: give one of them",
+                             2, params=("resume", "exist_ok"))
     out_dir = Path(out_dir)
     with claim_folder(out_dir) as lock:
         earlier = earlier_run(out_dir)
         if earlier and not resume:
             if not exist_ok:
-                raise CornerNetError(f"{out_dir} holds {earlier}; continue it with --resume (resume=True), replace "
-                                     f"it with --exist-ok (exist_ok=True), or choose another --out")
+                raise CornerNetError(f"{out_dir} holds {earlier}; continue it with resume, replace it with "
+                                     f"exist_ok, or choose another output folder", params=("resume", "exist_ok"))
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (out_dir / name).unlink()
@@ -237,8 +237,8 @@ def check_same_job(record_file: str | Path, job: dict[str, Any], *, exist_ok: bo
         what = "another job (" + "; ".join(diff[:3]) + ")"
     else:
         what = "results of an earlier job"
-    raise CornerNetError(f"{output} holds {what}, recorded in {record_file}; replace it with --exist-ok "
-                         f"(exist_ok=True) or choose another --out")
+    raise CornerNetError(f"{output} holds {what}, recorded in {record_file}; replace it with exist_ok or choose "
+                         f"another output folder", params=("exist_ok",))
 
 
 @contextlib.contextmanager

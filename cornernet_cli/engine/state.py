@@ -131,27 +131,30 @@ class Checkpointer:
 def _read_resumable(out_dir: Path, *, model_cfg: ModelConfig, averaged: bool, settings: dict[str, Any]
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
     """The resume state of the run in `out_dir`, refused unless this run can continue it: the same model
-    configuration, --ema on or off as it was, and the same trajectory `settings`. Returns the state, the
+    configuration, `ema` on or off as it was, and the same trajectory `settings`. Returns the state, the
     weights to resume from and the file that holds them."""
     state_path, last_path = out_dir / "state.safetensors", out_dir / "last.safetensors"
     if not state_path.is_file() or not last_path.is_file():
-        raise CornerNetError(f"--resume: no resume state in {out_dir} (expected state.safetensors and "
-                             f"last.safetensors); start without --resume")
+        raise CornerNetError(f"resume: {out_dir} holds no saved state (expected state.safetensors and "
+                             f"last.safetensors); start without resume", params=("resume",))
     ckpt_state, meta = read_checkpoint(last_path)
     if meta["model_config"] != model_cfg:
-        raise CornerNetError(f"--resume: {last_path} was trained with a different model configuration "
-                             f"({meta['model_config']}) than asked for ({model_cfg})")
+        raise CornerNetError(f"resume: {last_path} was trained with a different model configuration "
+                             f"({meta['model_config']}) than asked for ({model_cfg})", params=("resume",))
     st = load_train_state(state_path)
     if not averaged and "ema" in st:
-        raise CornerNetError(f"--resume: {state_path} was saved with --ema; resume with the same --ema")
+        raise CornerNetError(f"resume: {state_path} was saved with ema; resume with the same ema",
+                             params=("resume", "ema"))
     if averaged and "ema" not in st:
-        raise CornerNetError(f"--resume: {state_path} was saved without --ema; resume without it")
+        raise CornerNetError(f"resume: {state_path} was saved without ema; resume without it",
+                             params=("resume", "ema"))
     saved = st.get("settings")  # absent in older resume states
     changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in settings.items()
                if saved is not None and k in saved and saved[k] != v]
     if changed:
-        raise CornerNetError(f"--resume: {state_path} was saved with other settings ({'; '.join(changed)}); "
-                             f"resume with the run's own settings (see {out_dir / 'config.json'})")
+        raise CornerNetError(f"resume: {state_path} was saved with other settings ({'; '.join(changed)}); "
+                             f"resume with the run's own settings (see {out_dir / 'config.json'})",
+                             params=("resume",))
     # The weights saved with the optimiser state, so a kill between writing last.safetensors and
     # state.safetensors cannot pair weights and optimiser moments from different steps.
     if "model" in st:

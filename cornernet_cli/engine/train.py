@@ -28,7 +28,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,7 @@ def train(
     refused unless `resume` (continue it) or `exist_ok` (replace it), and the folder is locked against a
     second process while this one runs (`cornernet_cli.engine.rundir`). `stop_at_step` ends the run early
     (as an interruption would: resume state saved) and exists for tests and tooling. `max_minutes` ends it
-    the same way once that much wall-clock time has passed (status "time limit"; --resume continues);
+    the same way once that much wall-clock time has passed (status "time limit"; `resume` continues);
     `max_cpu_minutes` once the training steps have used that much CPU time in this process (threads summed,
     validation excluded; with workers=0 that is all the training work), a budget that a shared machine's
     load does not distort. metrics.jsonl records both clocks: train_min (wall) and cpu_min, cumulative
@@ -116,7 +116,7 @@ def train(
     run = _set_up(data_dir=data_dir, out_dir=out_dir, model_cfg=model_cfg, data_cfg=data_cfg, tc=tc,
                   train_split=train_split, val_dir=val_dir, val_split=val_split, device=device, resume=resume,
                   val_max_images=val_max_images, tensorboard=tensorboard)
-    env, dev, parts, state, saver, log = run.env, run.device, run.parts, run.state, run.saver, run.log
+    env, dev, parts, state, log = run.env, run.device, run.parts, run.state, run.log
     end_step = tc.iters if stop_at_step is None else min(tc.iters, stop_at_step)
     used = budget_used(state, time_budget=tc.time_budget, time_clock=tc.time_clock, env=env, device=dev)
     status, last_metrics = "finished", {}
@@ -130,19 +130,7 @@ def train(
         while state.step < end_step and not budget_spent(used):  # a resumed run may have spent its budget
             lr = tc.lr * lr_factor(state.step, warmup_iters=tc.warmup_iters, lr_steps=tuple(tc.lr_steps),
                                    gamma=tc.lr_gamma, schedule=tc.lr_schedule, total=tc.iters, progress=used)
-            for group in parts.optimizer.param_groups:
-                group["lr"] = lr
-            w0, c0 = time.perf_counter(), time.process_time()
-            batch = _next_batch(batches, state=state, saver=saver)
-            loss, terms, images = _forward(run.ddp_model, parts.criterion, batch, device=dev, dtype=run.amp_dtype,
-                                           channels_last=tc.channels_last)
-            loss_value = float(loss.detach())
-            if any_rank(not math.isfinite(loss_value), env, dev):
-                raise _non_finite_loss(state, terms, parts=parts, saver=saver)
-            _optimise(loss, parts, grad_clip=tc.grad_clip)
-            state.step += 1
-            state.train_s += time.perf_counter() - w0
-            state.cpu_s += time.process_time() - c0
+            loss_value, terms, images = _train_step(run, batches, tc=tc, lr=lr)
             used = budget_used(state, time_budget=tc.time_budget, time_clock=tc.time_clock, env=env, device=dev)
 
             images_per_s = throughput.update(images * env.world_size)
@@ -153,12 +141,8 @@ def train(
             if log.enabled and (state.step % log_every == 0 or state.step == end_step or finished):
                 last_metrics = train_row(state, loss=loss_value, terms=values, lr=lr, images_per_s=images_per_s)
                 log.write(last_metrics)
-            if run.validator is not None and (finished or (val_every and state.step % val_every == 0)):
-                if env.is_main:
-                    validate_and_save(state, validator=run.validator, parts=parts, saver=saver, log=log, bar=bar)
-                barrier(env)
-            elif state.step % save_every == 0:
-                saver.save(state)
+            _validate_or_save(run, validate=finished or bool(val_every and state.step % val_every == 0),
+                              save=state.step % save_every == 0, bar=bar)
             if budget_spent(used):
                 break
             reason = _stop_reason(signalled=stop.signum is not None, wall_s=time.perf_counter() - t_start,
@@ -169,10 +153,53 @@ def train(
                 break
     if status == "finished" and state.step < tc.iters and not budget_spent(used):
         status = "stopped"
-    saver.save(state, best=(run.validator is None or not saver.best_path.exists()) and status == "finished")
-    log.close()
+    return _finish(run, out_dir=out_dir, tc=tc, status=status, throughput=throughput, last_metrics=last_metrics,
+                   training_curves=training_curves)
 
-    checksums = param_checksums(parts.model, env, dev)
+
+def _train_step(run: _Run, batches: Iterator[dict[str, torch.Tensor]], *, tc: TrainConfig, lr: float
+                ) -> tuple[float, dict[str, torch.Tensor], int]:
+    """One optimiser step at learning rate `lr` on the next batch, counted in run.state (step, and the step's
+    wall-clock and CPU seconds). Returns the loss, its weighted terms and the images in this rank's batch; a
+    non-finite loss on any rank stops the run."""
+    parts, state = run.parts, run.state
+    for group in parts.optimizer.param_groups:
+        group["lr"] = lr
+    w0, c0 = time.perf_counter(), time.process_time()
+    batch = _next_batch(batches, state=state, saver=run.saver)
+    loss, terms, images = _forward(run.ddp_model, parts.criterion, batch, device=run.device, dtype=run.amp_dtype,
+                                   channels_last=tc.channels_last)
+    loss_value = float(loss.detach())
+    if any_rank(not math.isfinite(loss_value), run.env, run.device):
+        raise _non_finite_loss(state, terms, parts=parts, saver=run.saver)
+    _optimise(loss, parts, grad_clip=tc.grad_clip)
+    state.step += 1
+    state.train_s += time.perf_counter() - w0
+    state.cpu_s += time.process_time() - c0
+    return loss_value, terms, images
+
+
+def _validate_or_save(run: _Run, *, validate: bool, save: bool, bar: TrainProgress) -> None:
+    """After a step: validate (rank 0; the others wait) and save the checkpoints with the result, else save
+    them when `save` is due. Without a validation split every due save is a plain save."""
+    if run.validator is not None and validate:
+        if run.env.is_main:
+            validate_and_save(run.state, validator=run.validator, parts=run.parts, saver=run.saver, log=run.log,
+                              bar=bar)
+        barrier(run.env)
+    elif save:
+        run.saver.save(run.state)
+
+
+def _finish(run: _Run, *, out_dir: Path, tc: TrainConfig, status: str, throughput: Throughput,
+            last_metrics: dict[str, Any], training_curves: Callable[[Path, Path], Any]) -> TrainResult:
+    """The last save (best.safetensors too when nothing was validated and the run finished), summary.json and
+    curves.png (rank 0), the per-rank weight checksums, and the end of the distributed job."""
+    env, state, saver = run.env, run.state, run.saver
+    saver.save(state, best=(run.validator is None or not saver.best_path.exists()) and status == "finished")
+    run.log.close()
+
+    checksums = param_checksums(run.parts.model, env, run.device)
     if env.is_main:
         write_summary(out_dir / "summary.json", status=status, state=state, iters=tc.iters,
                       time_budget=tc.time_budget, time_clock=tc.time_clock, images_per_s=throughput.images_per_s,
@@ -275,14 +302,14 @@ class _StopFlag:
 def _next_batch(batches: Iterator[dict[str, torch.Tensor]], *, state: RunState, saver: Checkpointer
                 ) -> dict[str, torch.Tensor]:
     """The next training batch (data.loader.BATCH_KEYS, on the CPU). A data error, such as an image changed
-    or removed while the run reads it, saves the state before it stops the run, so that --resume continues
+    or removed while the run reads it, saves the state before it stops the run, so that `resume` continues
     once the data is fixed."""
     try:
         return next_batch(batches)
     except CornerNetError as e:
         saver.save(state)
         raise CornerNetError(f"{e}; stopped at step {state.step} with the state saved: fix the data, then "
-                             f"--resume continues") from None
+                             f"resume continues", params=(*e.params, "resume")) from None
 
 
 def _forward(model: nn.Module, criterion: nn.Module, batch: dict[str, torch.Tensor], *, device: torch.device,
@@ -309,7 +336,8 @@ def _non_finite_loss(state: RunState, terms: dict[str, torch.Tensor], *, parts: 
         saver.save(state)
     detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
     return CornerNetError(f"non-finite loss at step {state.step} ({detail}); stopped. The last good weights are in "
-                          f"{saver.last_path}; try a lower --lr, --amp off or a larger --grad-clip")
+                          f"{saver.last_path}; try a lower lr, amp off or a larger grad_clip",
+                          params=("lr", "amp", "grad_clip"))
 
 
 def _optimise(loss: torch.Tensor, parts: TrainParts, *, grad_clip: float) -> None:
