@@ -18,7 +18,11 @@ from rich.markup import escape
 
 from cornernet_cli import __version__
 from cornernet_cli.cli import data, deploy, infer, train
-from cornernet_cli.cli.common import _as_flags, _parse_floats, console  # noqa: F401  (_parse_floats: tests)
+from cornernet_cli.cli.common import (
+    _as_flags,
+    _parse_floats,  # noqa: F401  (tests import it here)
+    console,
+)
 from cornernet_cli.errors import CornerNetError
 
 __all__ = ["app", "main"]
