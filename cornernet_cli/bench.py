@@ -270,7 +270,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         load["detect"] = os.getloadavg()[0]
 
         def detect_once(flip: bool, timer: StageTimer):
-            detect_images(net, [picture], device=dev, num_classes=num_classes, flip=flip, timer=timer, amp=amp)
+            detect_images(net, [picture], device=dev, flip=flip, timer=timer, amp=amp)
 
         result["detect_ms"] = median_ms(lambda: detect_once(True, timer), repeats=repeats, warmup=warmup, device=dev)
         stages = timer.per_image_ms()  # means over warm-up and repeats

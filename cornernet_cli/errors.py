@@ -1,5 +1,9 @@
 """The one exception type that the CLI turns into a one-line error (never a traceback)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class CornerNetError(Exception):
     """A problem with the user's input: the message names the bad file and value.
@@ -19,3 +23,10 @@ class SettingError(CornerNetError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=2)
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """SettingError naming parameter `name` unless `value` is one of `choices`."""
+    if value not in choices:
+        listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+        raise SettingError(f"{name} must be {listed}, got {value!r}")

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.engine.inference import detect_images
+from cornernet_cli.engine.inference import heads_and_detections
 from cornernet_cli.errors import CornerNetError
 
 STRIDE_NOTE = "one block = one output cell"
@@ -165,11 +164,7 @@ def visualize_heatmaps(
     if unknown:
         raise CornerNetError(f"--gt classes {unknown} are not classes of {ckpt} ({', '.join(names)})")
 
-    dets, kept = detect_images(model, [image], device=device, scales=(scale,), flip=False,
-                               params=DecodeConfig(), return_outputs=True)
-    dets = dets[0]
-    outputs, letterboxes = kept[0]
-    lb = letterboxes[0]
+    dets, outputs, lb = heads_and_detections(model, image, scale=scale, device=device)
     tl_p, br_p = torch.sigmoid(outputs.tl_heat[0]), torch.sigmoid(outputs.br_heat[0])
     rows, cols = cell_lookup(lb)
     show = lambda m: np.asarray(m)[rows][:, cols]  # noqa: E731  (output map -> image pixels)
