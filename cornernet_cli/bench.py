@@ -236,8 +236,7 @@ def _decode_figures(t: _Timing, *, num_classes: int, out: int, seed: int) -> dic
     return result
 
 
-def _detect_figures(net: torch.nn.Module, t: _Timing, *, num_classes: int, image_size: tuple[int, int], amp: str,
-                    seed: int) -> dict:
+def _detect_figures(net: torch.nn.Module, t: _Timing, *, image_size: tuple[int, int], amp: str, seed: int) -> dict:
     """detect_ms (with flip; its stages in detect_stages_ms) and detect_noflip_ms of one synthetic image of
     image_size (h, w)."""
     from cornernet_cli.data.synthetic import generate_image
@@ -250,7 +249,7 @@ def _detect_figures(net: torch.nn.Module, t: _Timing, *, num_classes: int, image
     t.phase("detect")
 
     def detect_once(flip: bool, timer: StageTimer):
-        detect_images(net, [picture], device=dev, num_classes=num_classes, flip=flip, timer=timer, amp=amp)
+        detect_images(net, [picture], device=dev, flip=flip, timer=timer, amp=amp)
 
     result = {"detect_ms": t.ms(lambda: detect_once(True, timer))}
     stages = timer.per_image_ms()  # means over warm-up and repeats
@@ -344,7 +343,7 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
         result.update(_forward_figures(net, t, batch_size=batch_size, input_size=input_size, fmt=fmt, seed=seed))
         result.update(_decode_figures(t, num_classes=num_classes, out=-(-input_size // model.output_stride),
                                       seed=seed))
-        result.update(_detect_figures(net, t, num_classes=num_classes, image_size=image_size, amp=amp, seed=seed))
+        result.update(_detect_figures(net, t, image_size=image_size, amp=amp, seed=seed))
         result["peak_memory_inference_mb"] = peak_memory_mb(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

@@ -25,6 +25,7 @@ from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
 from cornernet_cli.data.live import FpsMeter, display_problem, read_frames, show_frame, source_name, stream_source
+from cornernet_cli.decoder import Decoder
 from cornernet_cli.drawing import Style, class_colour, draw_box, upscale
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.errors import CornerNetError
@@ -278,10 +279,11 @@ def detect(
     with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
         model, meta = load_network(ckpt, device=device)
         check_amp(model, amp)
-        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
+        decoder = Decoder.for_network(dataclasses.replace(params, max_side=fit_max_side(model, params.max_side)),
+                                      getattr(model, "config", None))
         return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
                             meta=meta, job=job, threshold=threshold, device=device, flip=flip,
-                            scales=scales, params=params, amp=amp, wanted=wanted,
+                            scales=scales, decoder=decoder, amp=amp, wanted=wanted,
                             extras=extras, draw_min_side=draw_min_side,
                             loop=FrameLoop(max_frames=max_frames, show=show, on_frame=on_frame))
 
@@ -293,7 +295,7 @@ def _job_input(source: Path | int | str) -> str:
 
 def _detect_into(out: Path, paths: list[Path | int | str], *, report: DetectReport, model: torch.nn.Module,
                  meta: dict, job: dict, threshold: float, device: torch.device, flip: bool, scales: Sequence[float],
-                 params: DecodeConfig, amp: str, wanted: np.ndarray, extras: Extras, draw_min_side: int,
+                 decoder: Decoder, amp: str, wanted: np.ndarray, extras: Extras, draw_min_side: int,
                  loop: FrameLoop) -> DetectReport:
     """The work of `detect` once `out` is held: every input into `out`, then detections.json."""
     names, cat_ids, ckpt = meta["class_names"], meta["category_ids"], report.checkpoint
@@ -303,8 +305,8 @@ def _detect_into(out: Path, paths: list[Path | int | str], *, report: DetectRepo
         loop = dataclasses.replace(loop, show=False)
 
     def run(image: np.ndarray) -> np.ndarray:
-        dets = detect_images(model, [image], device=device, scales=scales, flip=flip, params=params, timer=timer,
-                               amp=amp)[0]
+        dets = detect_images(model, [image], decoder=decoder, device=device, scales=scales, flip=flip, amp=amp,
+                             timer=timer)[0]
         return dets[(dets[:, 4] >= threshold) & np.isin(dets[:, 5].astype(np.int64), wanted)]
 
     try:

@@ -25,3 +25,10 @@ class SettingError(CornerNetError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=2)
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """SettingError naming parameter `name` unless `value` is one of `choices`."""
+    if value not in choices:
+        listed = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+        raise SettingError(f"{name} must be {listed}, got {value!r}")

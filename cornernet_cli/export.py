@@ -26,14 +26,7 @@ import torch
 from torch import nn
 
 from cornernet_cli.errors import CornerNetError, SettingError
-
-OUTPUT_NAMES = ("tl_heat", "br_heat", "tl_emb", "br_emb", "tl_off", "br_off")
-CENTRE_NAMES = ("ct_heat", "ct_off")
-
-
-def _heads(outputs) -> tuple[torch.Tensor, ...]:
-    """The six corner heads, then the two centre heads when the model has them."""
-    return tuple(outputs) + ((outputs.ct_heat, outputs.ct_off) if outputs.ct_heat is not None else ())
+from cornernet_cli.model.cornernet import CENTRE_NAMES, OUTPUT_NAMES
 
 
 class _LastStackHeads(nn.Module):
@@ -45,7 +38,7 @@ class _LastStackHeads(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _heads(self.model(images)[-1])
+        return self.model(images)[-1].heads()
 
 
 @dataclass(frozen=True)
@@ -142,7 +135,7 @@ def max_abs_difference(onnx_path: str | Path, model: nn.Module, images: torch.Te
     got = session.run(None, {"images": images.numpy()})
     model.eval()
     with torch.no_grad():
-        want = _heads(model(images)[-1])
+        want = model(images)[-1].heads()
     if len(got) != len(want):
         raise CornerNetError(f"{onnx_path}: the graph has {len(got)} outputs, the model {len(want)}")
     return max(float((torch.from_numpy(g) - w).abs().max()) for g, w in zip(got, want))

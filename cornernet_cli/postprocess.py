@@ -147,7 +147,7 @@ def image_detections(outputs, letterbox: Letterbox, *, flip: bool = True, k: int
     when present and centre_check, apply the centre check with centre_n (see `decode`).
     """
     ct_heat = outputs.ct_heat if centre_check else None
-    dets = decode(*outputs, ct_heat, outputs.ct_off, k=k, kernel=kernel, ae_threshold=ae_threshold,
+    dets = decode(*outputs.corners(), ct_heat, outputs.ct_off, k=k, kernel=kernel, ae_threshold=ae_threshold,
                   num_dets=num_dets, centre_n=centre_n)
     dets = dets.cpu().numpy()
     expected = 2 if flip else 1

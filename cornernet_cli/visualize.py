@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.engine.inference import detect_images
+from cornernet_cli.engine.inference import heads_and_detections
 from cornernet_cli.errors import CornerNetError
 
 STRIDE_NOTE = "one block = one output cell"
@@ -299,12 +298,9 @@ def visualize_heatmaps(
     if unknown:
         raise CornerNetError(f"gt classes {unknown} are not classes of {ckpt} ({', '.join(names)})", params=("gt",))
 
-    dets, kept = detect_images(model, [image], device=device, scales=(scale,), flip=False,
-                               params=DecodeConfig(), return_outputs=True)
-    dets = dets[0]
-    outputs, letterboxes = kept[0]
+    dets, outputs, lb = heads_and_detections(model, image, scale=scale, device=device)
     rgb = image[:, :, ::-1].astype(np.float32) / 255.0
-    view = _View(rgb=rgb, grey=rgb.mean(axis=2), lb=letterboxes[0])
+    view = _View(rgb=rgb, grey=rgb.mean(axis=2), lb=lb)
     tl_p, br_p = torch.sigmoid(outputs.tl_heat[0]), torch.sigmoid(outputs.br_heat[0])
     strength = torch.maximum(tl_p.amax(dim=(1, 2)), br_p.amax(dim=(1, 2)))
     chosen = list(classes) if classes else [names[i] for i in torch.argsort(strength, descending=True)[:3].tolist()]

@@ -11,7 +11,8 @@ import pytest
 
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.engine import analysis
-from cornernet_cli.engine.evaluate import PLOT_FILES, run_cocoeval, summary_metrics, write_analysis
+from cornernet_cli.engine.coco_metrics import run_cocoeval, summary_metrics
+from cornernet_cli.engine.eval_plots import PLOT_FILES, write_analysis
 
 # Two images, classes A (id 1) and B (id 2). Image 1: A at (0, 0, 10, 10), B at (20, 20, 10, 10).
 # Image 2: A at (0, 0, 20, 20) and A at (50, 50, 10, 10).

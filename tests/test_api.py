@@ -40,12 +40,13 @@ def detector(trained):
 def test_docstring_examples_run(trained, tmp_path, monkeypatch):
     data, checkpoint = trained
     monkeypatch.chdir(tmp_path)
-    result = doctest.testmod(api, extraglobs={"data": data, "checkpoint": checkpoint}, report=True,
-                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
+    results = [doctest.testmod(module, extraglobs={"data": data, "checkpoint": checkpoint}, report=True,
+                               optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+               for module in (api, api.detector, api.training, api.evaluation, api.deploy)]
+    assert sum(r.failed for r in results) == 0
     documented = [api.Detector, api.Detector.predict, api.Detections, api.train, api.evaluate, api.export]
     assert all(">>>" in (obj.__doc__ or "") for obj in documented)
-    assert result.attempted >= 25
+    assert sum(r.attempted for r in results) >= 25
     assert (tmp_path / "runs" / "tiny" / "best.safetensors").is_file() and (tmp_path / "model.onnx").is_file()
 
 

@@ -11,7 +11,7 @@ import torch
 from cornernet_cli.decode import decode
 from cornernet_cli.losses import CornerNetLoss, focal_loss
 from cornernet_cli.model import build_model
-from cornernet_cli.model.cornernet import CentreOutputs, CornerOutputs
+from cornernet_cli.model.cornernet import CornerOutputs
 from cornernet_cli.targets import encode_targets
 from tests.reference import assert_same_rows, centre_check_reference, decode_reference, local_maxima_topk
 from tests.support import require_module
@@ -87,7 +87,7 @@ def test_centre_check_drops_a_pair_spanning_two_neighbours():
         off[0, :, torch.from_numpy(t[f"{kind}_index"])] = torch.from_numpy(t[f"{kind}_off"]).T
         return off.view(1, 2, 16, 16)
 
-    heads = CentreOutputs(_logit(t["tl_heat"]), _logit(t["br_heat"]), zeros, zeros, offsets("tl"), offsets("br"),
+    heads = CornerOutputs(_logit(t["tl_heat"]), _logit(t["br_heat"]), zeros, zeros, offsets("tl"), offsets("br"),
                           ct_heat=_logit(t["ct_heat"]), ct_off=offsets("ct"))
 
     def confident(dets):
@@ -95,12 +95,12 @@ def test_centre_check_drops_a_pair_spanning_two_neighbours():
         return sorted(tuple(round(v, 3) for v in row[:4].tolist()) for row in d)
 
     spanning = (2.3, 4.2, 13.5, 9.6)
-    assert len(heads) == 6 and spanning in confident(decode(*heads, k=10))
-    assert confident(decode(*heads, heads.ct_heat, heads.ct_off, k=10)) == sorted(tuple(b) for b in boxes.tolist())
+    assert len(heads.corners()) == 6 and spanning in confident(decode(*heads.corners(), k=10))
+    assert confident(decode(*heads.heads(), k=10)) == sorted(tuple(b) for b in boxes.tolist())
 
 
 def test_oracle_heatmaps_cover_the_centre_head():
-    from cornernet_cli.engine.inference import oracle_outputs
+    from cornernet_cli.engine.oracle import oracle_outputs
 
     boxes = [np.array([[4.0, 8.0, 40.0, 30.0], [30.0, 36.0, 60.0, 62.0]])]
     predicted = build_model("tiny", num_classes=2, centre_head=True).eval()(torch.zeros(1, 3, 64, 64))[-1]
@@ -139,7 +139,7 @@ def test_loss_adds_the_centre_terms():
     assert all(o.ct_heat.shape == (2, 3, 16, 16) and o.ct_off.shape == (2, 2, 16, 16) for o in outputs)
     batch = _batch_with_centres(2, 4, 64, 3, seed=0)
     total, terms = CornerNetLoss()(outputs, batch)
-    corners_only = [CornerOutputs(*o) for o in outputs]  # the tuple is the six corner heads
+    corners_only = [CornerOutputs(*o.corners()) for o in outputs]  # the six corner heads alone
     _, base = CornerNetLoss()(corners_only, batch)
     ct_focal = sum(float(focal_loss(o.ct_heat.detach(), batch["ct_heat"])) for o in outputs)
     assert float(terms["focal"]) == pytest.approx(float(base["focal"]) + ct_focal, rel=1e-5)
@@ -184,19 +184,17 @@ def test_cli_trains_evaluates_and_exports_a_centre_head(tmp_path):
     summary = export_onnx(run / "last.safetensors", tmp_path / "m.onnx", height=64, width=64)
     assert summary.max_abs_diff is not None and summary.max_abs_diff <= 1e-4
     assert [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output] == list(OUTPUT_NAMES + CENTRE_NAMES)
-    from cornernet_cli.model import outputs_from_heads
-
     images = torch.randn(1, 3, 64, 64)
     heads = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": images.numpy()})
-    got = outputs_from_heads(torch.from_numpy(h) for h in heads)
+    got = CornerOutputs.from_heads(torch.from_numpy(h) for h in heads)
     with torch.no_grad():
         want = model.eval()(images)[-1]
-    assert isinstance(got, CentreOutputs) and len(got) == 6
+    assert got.has_centre and len(got.corners()) == 6 and len(got.heads()) == 8
     torch.testing.assert_close(got.ct_heat, want.ct_heat, atol=1e-4, rtol=0)
     torch.testing.assert_close(got.ct_off, want.ct_off, atol=1e-4, rtol=0)
-    assert type(outputs_from_heads(heads[:6])) is CornerOutputs
+    assert not CornerOutputs.from_heads(heads[:6]).has_centre
     with pytest.raises(ValueError, match="expected 6 head tensors"):
-        outputs_from_heads(heads[:7])
+        CornerOutputs.from_heads(heads[:7])
 
 
 def test_centre_region_boundaries_by_hand():
@@ -232,28 +230,37 @@ def test_decode_refuses_mismatched_centre_heads_and_bad_region():
 
 def test_centre_outputs_keep_their_centre_heads_when_copied():
     import copy
+    import dataclasses
     import pickle
 
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
     six = [torch.full((1, 1, 2, 2), float(i)) for i in range(6)]
-    o = CentreOutputs(*six, ct_heat=torch.ones(1, 1, 2, 2), ct_off=torch.zeros(1, 2, 2, 2))
-    for other in (copy.copy(o), copy.deepcopy(o), pickle.loads(pickle.dumps(o)), o._replace(tl_emb=six[0])):
-        assert isinstance(other, CentreOutputs) and len(other) == 6
+    o = CornerOutputs(*six, ct_heat=torch.ones(1, 1, 2, 2), ct_off=torch.zeros(1, 2, 2, 2))
+    leaves, spec = tree_flatten([o])
+    round_trip = tree_unflatten(leaves, spec)[0]
+    for other in (copy.copy(o), copy.deepcopy(o), pickle.loads(pickle.dumps(o)), dataclasses.replace(o, tl_emb=six[0]),
+                  o.map(torch.clone), round_trip):
+        assert isinstance(other, CornerOutputs) and len(other.corners()) == 6
         torch.testing.assert_close(other.ct_heat, o.ct_heat)
-    assert o._replace(ct_heat=six[0]).ct_heat is six[0]
-    with pytest.raises(TypeError, match="centre heads"):
-        CentreOutputs._make(six)
+        torch.testing.assert_close(other.ct_off, o.ct_off)
+    assert len(leaves) == 8
+    assert dataclasses.replace(o, ct_heat=six[0]).ct_heat is six[0]
 
 
 def test_detect_images_with_a_centre_model_flip_and_scales():
     from cornernet_cli.config import DecodeConfig
+    from cornernet_cli.decoder import Decoder
     from cornernet_cli.engine.inference import detect_images
 
     torch.manual_seed(0)
     model = build_model("tiny", num_classes=2, centre_head=True).eval()
     model = model.to(memory_format=torch.channels_last)
     images = [np.random.default_rng(i).integers(0, 255, (70 + 9 * i, 90, 3), dtype=np.uint8) for i in range(2)]
-    on = detect_images(model, images, scales=(0.75, 1.0), flip=True, params=DecodeConfig())
-    off = detect_images(model, images, scales=(0.75, 1.0), flip=True, params=DecodeConfig(centre_check=False))
+    on = detect_images(model, images, scales=(0.75, 1.0), flip=True,
+                       decoder=Decoder.for_network(DecodeConfig(), model.config))
+    off = detect_images(model, images, scales=(0.75, 1.0), flip=True,
+                        decoder=Decoder.for_network(DecodeConfig(centre_check=False), model.config))
     for a, b in zip(on, off):
         assert len(a) and len(b) and a.shape[1] == b.shape[1] == 6
         assert not (len(a) == len(b) and np.allclose(a, b))  # the check changed what came out

@@ -86,17 +86,18 @@ def test_bf16_autocast_on_cpu_matches_fp32_and_bad_amp_is_one_line(trained, tmp_
     import torch
 
     from cornernet_cli.engine.checkpoint import load_model
-    from cornernet_cli.engine.inference import detect_images
+    from cornernet_cli.engine.inference import detect_images, letterbox_batch, network_heads
 
     data, ckpt = trained
     model, _ = load_model(ckpt)
     image = cv2.imread(str(data / "images" / "val" / "000001.jpg"))
-    fp32, (heads32,) = detect_images(model, [image], flip=True, return_outputs=True)
-    bf16, (heads16,) = detect_images(model, [image], flip=True, amp="bf16", return_outputs=True)
-    fp32, bf16 = fp32[0], bf16[0]
+    fp32 = detect_images(model, [image], flip=True)[0]
+    bf16 = detect_images(model, [image], flip=True, amp="bf16")[0]
+    batch, _ = letterbox_batch([image], scale=1.0, flip=True, stride=model.output_stride, max_side=2048)
+    heads32, heads16 = (network_heads(model, batch, device=torch.device("cpu"), amp=a) for a in ("off", "bf16"))
     assert fp32.dtype == bf16.dtype and fp32.shape[1] == bf16.shape[1] == 6 and len(bf16) > 0
     # the network really ran in bf16 (its heads differ by bf16 rounding), and they reach decode as fp32
-    for a, b in zip(heads32[0], heads16[0]):
+    for a, b in zip(heads32.heads(), heads16.heads()):
         assert a.dtype == b.dtype == torch.float32
         assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.1, rtol=0.05)
     # the best box survives bf16 (scores of an untrained net are close, so compare the best, loosely)

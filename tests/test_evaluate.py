@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from cornernet_cli.cli import app
 from cornernet_cli.config import DataConfig, TrainConfig, model_config
 from cornernet_cli.data.synthetic import write_synthetic_dataset
-from cornernet_cli.engine.evaluate import METRICS, coco_metrics, evaluate_model
+from cornernet_cli.engine.coco_metrics import METRICS, coco_metrics
+from cornernet_cli.engine.evaluate import evaluate_model
 from cornernet_cli.errors import CornerNetError
 
 

@@ -114,4 +114,4 @@ def test_cornernet_loss_sums_stacks_with_weights():
     assert terms["offset"].item() == pytest.approx(off, rel=1e-6)
     assert total.item() == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-6)
     total.backward()
-    assert all(torch.isfinite(t.grad).all() for o in stacks for t in o)
+    assert all(torch.isfinite(t.grad).all() for o in stacks for t in o.heads())

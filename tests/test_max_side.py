@@ -130,13 +130,13 @@ def test_visualize_max_side_boxes_and_heatmaps_in_original_pixels(big_image, fin
     import cornernet_cli.visualize as visualize
 
     captured = {}
-    real = visualize.detect_images
+    real = visualize.heads_and_detections
 
     def spy(*args, **kwargs):
         captured["result"] = real(*args, **kwargs)
         return captured["result"]
 
-    monkeypatch.setattr(visualize, "detect_images", spy)
+    monkeypatch.setattr(visualize, "heads_and_detections", spy)
     # Rendering eight 3000 x 2200 panels takes a loaded CPU a minute and is not what is checked here (the PNG
     # itself: tests/test_visualize.py); the figure is built, not drawn.
     from matplotlib.figure import Figure
@@ -145,7 +145,7 @@ def test_visualize_max_side_boxes_and_heatmaps_in_original_pixels(big_image, fin
     visualize.visualize_heatmaps(big_image / "val2017" / "big.png", checkpoint=tmp_path / "stand-in",
                                  out=tmp_path / "v.png")  # default max_side 2048 < 3000
     assert "saved" in captured
-    (dets,), [(outputs, (lb,))] = captured["result"]
+    dets, outputs, lb = captured["result"]
     assert max(lb.input_size) <= 2048 | 127 and lb.image_size == (HEIGHT, WIDTH)
     _assert_near_box(dets[0, :4])  # the boxes drawn in the first panel
     # the heatmap panels: the top-left peak is shown over the box's top-left corner (within a cell)

@@ -69,7 +69,7 @@ def test_heatmap_bias_and_eval_returns_last_stack():
         feats = model.backbone(x)
         manual = model.predictions[-1](feats[-1])
     assert len(train_outs) == 2
-    assert all(torch.equal(a, b) for a, b in zip(last, manual))
+    assert all(torch.equal(a, b) for a, b in zip(last.heads(), manual.heads()))
 
 
 def test_without_corner_pool_keeps_every_layer():
@@ -88,7 +88,7 @@ def test_without_corner_pool_keeps_every_layer():
 def test_gradients_reach_the_stem():
     model = build_model("tiny", 2).train()
     outs = model(torch.randn(2, 3, 48, 56))
-    sum(t.float().pow(2).mean() for o in outs for t in o).backward()
+    sum(t.float().pow(2).mean() for o in outs for t in o.heads()).backward()
     assert model.backbone.stem[0][0].weight.grad.abs().sum() > 0
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cornernet_cli.cli import app
 from cornernet_cli.config import DecodeConfig
+from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import load_model, save_checkpoint
 from cornernet_cli.engine.inference import detect_images
 from cornernet_cli.engine.onnx_runner import OnnxNetwork, load_network, load_onnx
@@ -75,11 +76,12 @@ def test_same_boxes_as_pytorch_at_two_sizes(exported, flip):
     # then score differently: with the default 0.001 a box at that line turns float rounding into different
     # outputs. Without the threshold every step is continuous in the head values.
     params = DecodeConfig(score_threshold=0.0)
+    decoder = Decoder.for_network(params, model.config)
     # Two input sizes (127 x 255 and 255 x 255), one image at a time: in a padded batch the uniform padding gives
     # exactly tied heatmap values, which float rounding orders either way.
     for image in images:
-        _same(detect_images(net, [image], flip=flip, params=params)[0],
-              detect_images(model, [image], flip=flip, params=params)[0])
+        _same(detect_images(net, [image], flip=flip, decoder=decoder)[0],
+              detect_images(model, [image], flip=flip, decoder=decoder)[0])
 
 
 def test_raw_heads_match(exported):
@@ -91,7 +93,7 @@ def test_raw_heads_match(exported):
         want = model(x)[-1]
     got = net(x)[-1]
     assert type(got) is type(want)
-    for g, w in zip(list(got) + [got.ct_heat, got.ct_off], list(want) + [want.ct_heat, want.ct_off]):
+    for g, w in zip(got.corners() + (got.ct_heat, got.ct_off), want.corners() + (want.ct_heat, want.ct_off)):
         if w is None:
             assert g is None
         else:
@@ -207,16 +209,16 @@ def test_output_stride_8_graph_matches_pytorch(tmp_path):
                 heat[-1].weight.mul_(30)
     ckpt = save_checkpoint(tmp_path / "s8.safetensors", model, class_names=["a", "b"], category_ids=[1, 2])
     pt, _ = load_model(ckpt)
-    params = DecodeConfig(score_threshold=0.0)
+    decoder = Decoder.for_network(DecodeConfig(score_threshold=0.0), pt.config)
     image = _images()[0]  # 96 x 160 -> input 127 x 255
     for dynamic, name in ((True, "dyn.onnx"), (False, "static.onnx")):
         export_onnx(ckpt, tmp_path / name, dynamic=dynamic, height=255, width=255, max_size=512)
         net, _ = load_onnx(tmp_path / name)
         assert net.output_stride == 8
         assert tuple(net(torch.zeros(1, 3, 127, 255))[0].tl_heat.shape[-2:]) == (16, 32)
-        dets = detect_images(net, [image], flip=False, params=params)[0]
+        dets = detect_images(net, [image], flip=False, decoder=decoder)[0]
         if dynamic:
-            _same(dets, detect_images(pt, [image], flip=False, params=params)[0], atol_px=8e-3)
+            _same(dets, detect_images(pt, [image], flip=False, decoder=decoder)[0], atol_px=8e-3)
         else:  # padded to 255 x 255, the network sees another canvas: boxes, not parity
             assert len(dets) and np.all(dets[:, 2] <= 160) and np.all(dets[:, 3] <= 96)
 

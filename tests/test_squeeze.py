@@ -208,9 +208,9 @@ def test_output_stride_8_at_any_size(size):
     h, w = math.ceil(size[0] / 8), math.ceil(size[1] / 8)
     assert model.output_stride == 8 and len(train_outs) == 2 and len(eval_outs) == 1
     for outs in train_outs + eval_outs:
-        assert [tuple(t.shape) for t in outs] == [(2, 3, h, w), (2, 3, h, w), (2, 1, h, w), (2, 1, h, w),
+        assert [tuple(t.shape) for t in outs.heads()] == [(2, 3, h, w), (2, 3, h, w), (2, 1, h, w), (2, 1, h, w),
                                                  (2, 2, h, w), (2, 2, h, w)]
-        assert all(torch.isfinite(t).all() for t in outs)
+        assert all(torch.isfinite(t).all() for t in outs.heads())
 
 
 def test_channels_last_and_corner_pool_switch():
@@ -363,7 +363,7 @@ def test_test_procedure_follows_the_preset(monkeypatch):
     """squeeze tests like its source (no flip, top 20 corners, 100 candidates); the paper's presets keep theirs."""
     import numpy as np
 
-    import cornernet_cli.decode as decode_module
+    import cornernet_cli.decoder as decoder_module
     from cornernet_cli.config import DecodeConfig, preset_test_settings
     from cornernet_cli.engine.inference import detect_images
 
@@ -371,13 +371,14 @@ def test_test_procedure_follows_the_preset(monkeypatch):
     assert preset_test_settings(model_config("hourglass-104", 3)) == dict(flip=True, k=100, num_dets=1000)
     assert preset_test_settings(SMALL)["k"] == 100  # not a preset: the paper's
     seen = []
-    real = decode_module.decode
-    monkeypatch.setattr(decode_module, "decode",
+    real = decoder_module.decode
+    monkeypatch.setattr(decoder_module, "decode",
                         lambda *a, **kw: seen.append((kw["k"], kw["num_dets"])) or real(*a, **kw))
     image = np.full((40, 60, 3), 128, np.uint8)
     squeeze = CornerNet.from_config(model_config("squeeze", 3)).eval()
     detect_images(squeeze, [image])
-    detect_images(squeeze, [image], params=DecodeConfig(k=7, num_dets=30))
+    detect_images(squeeze, [image], decoder=decoder_module.Decoder.for_network(DecodeConfig(k=7, num_dets=30),
+                                                                               squeeze.config))
     detect_images(CornerNet.from_config(SMALL).eval(), [image])
     assert seen == [(20, 100), (7, 30), (100, 1000)]
 
@@ -387,7 +388,7 @@ def test_detect_maps_boxes_back_at_stride_8():
     cell (8 px) of the true boxes, with flip; a stride-4 mapping would not even match the network's map size."""
     import numpy as np
 
-    from cornernet_cli.engine.inference import detect_images
+    from cornernet_cli.engine.oracle import detect_with_oracle
 
     model = CornerNet.from_config(SMALL).eval()
     with torch.no_grad():
@@ -397,7 +398,7 @@ def test_detect_maps_boxes_back_at_stride_8():
     image = np.zeros((100, 140, 3), np.uint8)
     boxes = np.array([[10.0, 12.0, 70.0, 60.0], [80.0, 30.0, 130.0, 95.0]])
     labels = np.array([0, 2])
-    dets = detect_images(model, [image], flip=True, oracle="heatmaps", gt=[(boxes, labels)])[0]
+    dets = detect_with_oracle(model, [image], [(boxes, labels)], mode="heatmaps", flip=True)[0]
     for box, label in zip(boxes, labels):
         best = dets[dets[:, 5] == label][0]
         assert np.abs(best[:4] - box).max() <= 8.0, (best, box)

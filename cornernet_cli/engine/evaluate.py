@@ -1,15 +1,16 @@
 """COCO evaluation: batched inference over a dataset split, COCO results JSON, pycocotools COCOeval.
 
 `evaluate_model` is what training-time validation and `cornernet eval` call; `evaluate` adds loading the
-checkpoint and writing results.json / metrics.json. Metrics (fractions in 0..1, -1 where COCOeval finds
-no ground truth for them): AP (IoU .50:.95), AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl,
-plus per-class AP and the time per image split into pre-processing, network, decoding and NMS.
+checkpoint and writing results.json / metrics.json. Metrics (`cornernet_cli.engine.coco_metrics`; fractions in
+0..1, -1 where COCOeval finds no ground truth for them): AP (IoU .50:.95), AP50, AP75, APs, APm, APl, AR1,
+AR10, AR100, ARs, ARm, ARl, plus per-class AP and the time per image split into pre-processing, network,
+decoding and NMS; the pictures come from `cornernet_cli.engine.eval_plots`.
 
-Oracles (the paper's error analysis, section 4.5): `oracle="heatmaps"` replaces the predicted heatmaps by
-the ground-truth training targets, `"heatmaps+offsets"` the offsets too. Embeddings are replaced as well
-(one distinct value per object), so grouping is exact; unlike the paper's 73.1 / 86.1 AP, which keeps the
-trained embeddings, the oracle here measures the decoder, the rescaling, the category mapping and the JSON
-on their own: with heatmaps+offsets it must reach AP ~ 1. `oracle_embeddings="trained"` (`evaluate`; the
+Oracles (the paper's error analysis, section 4.5; `cornernet_cli.engine.oracle`): `oracle="heatmaps"` replaces
+the predicted heatmaps by the ground-truth training targets, `"heatmaps+offsets"` the offsets too. Embeddings
+are replaced as well (one distinct value per object), so grouping is exact; unlike the paper's 73.1 / 86.1 AP,
+which keeps the trained embeddings, the oracle here measures the decoder, the rescaling, the category mapping
+and the JSON on their own: with heatmaps+offsets it must reach AP ~ 1. `oracle_embeddings="trained"` (`evaluate`; the
 `oracle_gt_embeddings=False` of `evaluate_model`) keeps the network's embeddings, the paper's setting: the gap
 between the two measures how much AP the grouping loses.
 
@@ -23,28 +24,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
-from cornernet_cli.data.coco import CocoDetection
+from cornernet_cli.data.coco import CocoDetection, Sample
 from cornernet_cli.data.letterbox import padded_size
+from cornernet_cli.decoder import Decoder
+from cornernet_cli.engine.coco_metrics import METRICS, run_cocoeval, summary_metrics
 from cornernet_cli.engine.distributed import init_distributed
-from cornernet_cli.engine.inference import ORACLES, StageTimer, detect_images
+from cornernet_cli.engine.eval_plots import write_analysis
+from cornernet_cli.engine.inference import StageTimer, detect_images
+from cornernet_cli.engine.oracle import ORACLES, detect_with_oracle
 from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.postprocess import to_coco_results
-
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def class_mapping(model_classes: Sequence[str], dataset: CocoDetection, *, source: str = "the model") -> list[int]:
@@ -62,101 +63,6 @@ def class_mapping(model_classes: Sequence[str], dataset: CocoDetection, *, sourc
             f"{len(data_classes)} classes {data_classes}; evaluate on data with the checkpoint's classes")
     by_name = dict(zip(data_classes, dataset.category_ids))
     return [by_name[name] for name in model_classes]
-
-
-def _empty_results(coco_gt):
-    """A COCO results object with no detections (pycocotools' loadRes refuses an empty list)."""
-    from pycocotools.coco import COCO
-
-    res = COCO()
-    res.dataset = {"images": list(coco_gt.dataset.get("images", [])),
-                   "categories": list(coco_gt.dataset.get("categories", [])), "annotations": []}
-    with contextlib.redirect_stdout(io.StringIO()):
-        res.createIndex()
-    return res
-
-
-def run_cocoeval(coco_gt, results: list[dict], image_ids: Sequence[int]):
-    """pycocotools COCOeval (bbox) of `results` (COCO result entries) over `image_ids` of `coco_gt`, evaluated,
-    accumulated and summarised (quietly)."""
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        # loadRes adds keys to the dicts it gets (id, area, ...): give it copies.
-        copies = [dict(r, bbox=list(r["bbox"])) for r in results]
-        coco_dt = coco_gt.loadRes(copies) if results else _empty_results(coco_gt)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = list(image_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
-
-
-def coco_metrics(coco_gt, results: list[dict], image_ids: Sequence[int]) -> dict[str, Any]:
-    """Run COCOeval (bbox) on `results` (COCO result entries) over `image_ids` of `coco_gt`.
-
-    Returns the 12 summary metrics (METRICS, floats, -1 where undefined) and per_class: {class name: AP}
-    (AP at IoU .50:.95, all areas, 100 detections; -1 for classes without ground truth in these images).
-    """
-    return summary_metrics(run_cocoeval(coco_gt, results, image_ids))
-
-
-def summary_metrics(ev) -> dict[str, Any]:
-    """The metrics of `coco_metrics` from an accumulated COCOeval."""
-    out: dict[str, Any] = {name: float(v) for name, v in zip(METRICS, ev.stats)}
-    precision = ev.eval["precision"]  # [T, R, K, A, M]; T: IoU thresholds .50, .55, ..., .95
-    per_class, per_class50 = {}, {}
-    for k, cat_id in enumerate(ev.params.catIds):
-        name = ev.cocoGt.cats[cat_id]["name"]
-        for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
-            p = p[p > -1]
-            table[name] = float(p.mean()) if p.size else -1.0
-    out["per_class"] = per_class
-    out["per_class_AP50"] = per_class50
-    return out
-
-
-# Files `write_analysis` writes next to the results (plots_dir).
-PLOT_FILES = {"pr_curve": "pr_curve.png", "threshold_curves": "threshold_curves.png",
-              "confusion_matrix": "confusion_matrix.png", "confusion_json": "confusion_matrix.json",
-              "errors": "errors.jpg", "curves_json": "curves.json"}
-
-
-def write_analysis(ev, dataset: CocoDetection, out_dir: str | Path, *, gallery: int = 9) -> dict[str, Any]:
-    """The pictures of an evaluation, from the accumulated COCOeval `ev` (see cornernet_cli.engine.analysis),
-    written into `out_dir`: PLOT_FILES. The confusion matrix and the error gallery use the best pooled-F1
-    score threshold; the gallery shows the `gallery` images with the most errors.
-
-    Returns {"best_f1": {threshold, f1, precision, recall, tp, fp, fn}, "plots": {key: path}}.
-    """
-    from cornernet_cli import plots
-    from cornernet_cli.engine import analysis
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {k: out_dir / v for k, v in PLOT_FILES.items()}
-    matches = analysis.class_matches(ev)
-    best = analysis.best_f1(analysis.pooled(matches))
-    threshold = best["threshold"]
-    curves = {"pr": analysis.pr_curves(ev), "threshold": analysis.threshold_curves(matches), "best_f1": best}
-    files["curves_json"].write_text(json.dumps(curves))
-    plots.pr_curve(curves["pr"], files["pr_curve"])
-    plots.threshold_curves(curves["threshold"], best, files["threshold_curves"])
-    outcomes = analysis.image_outcomes(ev, threshold if threshold is not None else math.inf)
-    confusion = analysis.confusion_matrix(outcomes, [ev.cocoGt.cats[c]["name"] for c in ev.params.catIds])
-    files["confusion_json"].write_text(json.dumps({**confusion, "threshold": threshold}, indent=1))
-    plots.confusion_matrix(confusion, files["confusion_matrix"], threshold=threshold)
-    index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
-    worst = sorted(outcomes.values(), key=lambda o: (-o.errors, o.image_id))[:gallery]
-    tiles = [(dataset[index_of[o.image_id]].image, o,
-              f"{dataset.image_path(index_of[o.image_id]).name}: {len(o.false_positives)} FP, {len(o.misses)} missed")
-             for o in worst]
-    if tiles:
-        plots.error_gallery(tiles, files["errors"], threshold=threshold)
-    else:
-        del files["errors"]
-    return {"best_f1": best, "plots": {k: str(v) for k, v in files.items()}}
 
 
 def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[int]]:
@@ -235,6 +141,51 @@ def evaluate_model(
     nms, total} per image, "images": N, "detections": count, "split", "flip", "scales", "oracle", "centre_check"
     (whether boxes were checked against a centre head)}.
     """
+    _check_settings(model, oracle=oracle, oracle_gt_embeddings=oracle_gt_embeddings, scales=scales, rank=rank,
+                    world_size=world_size)
+    dataset = CocoDetection.from_folder(data_dir, split)
+    if class_names is None:
+        if model is not None:
+            raise ValueError("class_names is required with a model")
+        class_names = dataset.class_names
+    cat_ids = class_mapping(class_names, dataset, source="the checkpoint")
+    del category_ids  # the dataset's ids are authoritative for its own annotation file
+    count = len(dataset) if max_images is None else min(len(dataset), max(0, int(max_images)))
+    timer = StageTimer()
+    common = dict(decoder=Decoder.for_network(params, getattr(model, "config", None)), device=torch.device(device),
+                  scales=scales, flip=flip, amp=amp, timer=timer)
+
+    def detect(samples: list[Sample]) -> list[np.ndarray]:
+        images = [s.image for s in samples]
+        if oracle is None:
+            return detect_images(model, images, **common)
+        return detect_with_oracle(model, images, [(s.boxes, s.labels) for s in samples], mode=oracle,
+                                  gt_embeddings=oracle_gt_embeddings, num_classes=len(class_names), **common)
+
+    # Shard whole batches (already grouped by input size) so that each rank pads as little as one process.
+    batches = _batches(dataset, count, max(1, batch_size))[rank::world_size]
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    try:
+        results = _coco_results(dataset, batches, detect, cat_ids, progress=progress, label=f"eval {split}")
+    finally:
+        if model is not None:
+            model.train(was_training)
+    results = _gather_shards(results, timer, world_size)
+    metrics = _rank0_metrics(dataset, results, count, plots_dir=plots_dir, rank=rank, world_size=world_size)
+    metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
+                    "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
+                    "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
+                    "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
+    if results_path is not None and rank == 0:
+        write_json(results_path, results)
+    return metrics
+
+
+def _check_settings(model: nn.Module | None, *, oracle: str | None, oracle_gt_embeddings: bool,
+                    scales: Sequence[float], rank: int, world_size: int) -> None:
+    """SettingError (ValueError for rank) for settings of `evaluate_model` that cannot run together."""
     if oracle is not None and oracle not in ORACLES:
         raise SettingError(f"oracle must be one of {', '.join(ORACLES)}, got {oracle!r}")
     if model is None and oracle != "heatmaps+offsets":
@@ -245,57 +196,38 @@ def evaluate_model(
         raise SettingError(f"scales must be positive numbers, got {list(scales)}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
-    dataset = CocoDetection.from_folder(data_dir, split)
-    if class_names is None:
-        if model is not None:
-            raise ValueError("class_names is required with a model")
-        class_names = dataset.class_names
-    cat_ids = class_mapping(class_names, dataset, source="the checkpoint")
-    del category_ids  # the dataset's ids are authoritative for its own annotation file
-    device = torch.device(device)
-    count = len(dataset) if max_images is None else min(len(dataset), max(0, int(max_images)))
-    timer = StageTimer()
-    results: list[dict] = []
-    was_training = model.training if model is not None else False
-    if model is not None:
-        model.eval()
-    try:
-        from rich.progress import Progress
 
-        with Progress(transient=True, disable=not progress) as bar:
-            # Shard whole batches (already grouped by input size) so that each rank pads as little as one process.
-            batches = _batches(dataset, count, max(1, batch_size))[rank::world_size]
-            task = bar.add_task(f"eval {split}", total=sum(map(len, batches)))
-            for batch in batches:
-                samples = [dataset[i] for i in batch]
-                gt = [(s.boxes, s.labels) for s in samples] if oracle else None
-                dets = detect_images(model, [s.image for s in samples], device=device, num_classes=len(class_names),
-                                     scales=scales, flip=flip, params=params, oracle=oracle, gt=gt, timer=timer,
-                                     oracle_gt_embeddings=oracle_gt_embeddings, amp=amp)
-                for s, d in zip(samples, dets):
-                    results.extend(to_coco_results(d, s.image_id, cat_ids))
-                bar.advance(task, len(batch))
-    finally:
-        if model is not None:
-            model.train(was_training)
-    results = _gather_shards(results, timer, world_size)
-    image_ids = [dataset.image_ids[i] for i in range(count)]
+
+def _coco_results(dataset: CocoDetection, batches: list[list[int]], detect: Callable[[list[Sample]], list],
+                  cat_ids: Sequence[int], *, progress: bool, label: str) -> list[dict]:
+    """COCO result entries of every image in `batches` (dataset indices), detected a batch at a time by
+    `detect` (samples -> one [N, 6] array per sample), with a progress bar when `progress`."""
+    from rich.progress import Progress
+
+    results: list[dict] = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(label, total=sum(map(len, batches)))
+        for batch in batches:
+            samples = [dataset[i] for i in batch]
+            for sample, dets in zip(samples, detect(samples)):
+                results.extend(to_coco_results(dets, sample.image_id, cat_ids))
+            bar.advance(task, len(batch))
+    return results
+
+
+def _rank0_metrics(dataset: CocoDetection, results: list[dict], count: int, *, plots_dir: str | Path | None,
+                   rank: int, world_size: int) -> dict[str, Any]:
+    """The metrics of `results` over the first `count` images (and the pictures in plots_dir), computed once
+    on rank 0 and sent to every rank (a collective when world_size > 1)."""
     metrics: dict[str, Any] | None = None
-    if rank == 0:  # COCOeval (and the pictures) once, not once per process
+    if rank == 0:
         metrics = {m: -1.0 for m in METRICS}
         if count:
-            ev = run_cocoeval(dataset.coco, results, image_ids)
+            ev = run_cocoeval(dataset.coco, results, [dataset.image_ids[i] for i in range(count)])
             metrics = summary_metrics(ev)
             if plots_dir is not None:
                 metrics.update(write_analysis(ev, dataset, plots_dir))
-    metrics = _from_rank0(metrics, rank, world_size)
-    metrics.update({"time_ms": timer.per_image_ms(), "images": count, "detections": len(results),
-                    "split": split, "flip": bool(flip), "scales": [float(s) for s in scales], "oracle": oracle,
-                    "oracle_embeddings": ("gt" if oracle_gt_embeddings else "trained") if oracle else None,
-                    "amp": amp, "centre_check": bool(params.centre_check and _has_centre_head(model))})
-    if results_path is not None and rank == 0:
-        write_json(results_path, results)
-    return metrics
+    return _from_rank0(metrics, rank, world_size)
 
 
 def evaluate(
@@ -423,5 +355,4 @@ def summary_line(metrics: dict[str, Any]) -> str:
     return " ".join(f"{m} {_fmt(metrics.get(m, -1.0))}" for m in ("AP", "AP50", "AP75"))
 
 
-__all__ = ["METRICS", "PLOT_FILES", "class_mapping", "coco_metrics", "evaluate", "evaluate_model", "metrics_tables",
-           "run_cocoeval", "summary_line", "summary_metrics", "write_analysis"]
+__all__ = ["class_mapping", "evaluate", "evaluate_model", "metrics_tables", "summary_line"]

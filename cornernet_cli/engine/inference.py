@@ -1,9 +1,12 @@
 """The shared test-time path of eval, detect, visualize-heatmaps and training-time validation.
 
 images (BGR uint8) -> letterboxed batch (one forward per test scale; with flip the mirrored copies ride in
-the same batch) -> raw head outputs (or ground truth with an oracle) -> decode -> mirrored detections
-flipped back -> image pixels -> per image: all scales and both flips concatenated -> soft-NMS -> the top
-`max_per_image`. Each stage is timed (pre-processing, network, decoding, NMS).
+the same batch) -> raw head outputs -> decode -> mirrored detections flipped back -> image pixels -> per
+image: all scales and both flips concatenated -> soft-NMS -> the top `max_per_image` (`Decoder`). A
+`StageTimer`, when given, times each stage (pre-processing, network, decoding, NMS).
+
+`detect_images` runs a network; `detect_with` runs the same loop on any source of head outputs (the
+oracles of `cornernet_cli.engine.oracle` put ground truth there).
 
 Detections are numpy float arrays [N, 6]: x1, y1, x2, y2 (image pixels, continuous coordinates, clipped to
 the image), score, class (contiguous index into the checkpoint's class list), sorted by score.
@@ -12,20 +15,19 @@ the image), score, class (contiguous index into the checkpoint's class list), so
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.letterbox import Letterbox, output_size
-from cornernet_cli.data.transforms import flip_boxes, flip_image, prepare_test_image
-from cornernet_cli.model.cornernet import CentreOutputs, CornerOutputs
-from cornernet_cli.postprocess import detections_to_image, merge_detections
+from cornernet_cli.data.transforms import flip_image, prepare_test_image
+from cornernet_cli.decoder import Decoder
+from cornernet_cli.engine.precision import amp_dtype, autocast
+from cornernet_cli.model.cornernet import CornerOutputs
 
-ORACLES = ("heatmaps", "heatmaps+offsets")
 STAGES = ("preprocess", "network", "decode", "nms")
 
 
@@ -71,71 +73,6 @@ def stack_inputs(tensors: Sequence[torch.Tensor], boxes: Sequence[Letterbox], st
     return batch, out
 
 
-def _logit(p: np.ndarray, eps: float = 1e-6) -> torch.Tensor:
-    p = np.clip(p, eps, 1.0 - eps)
-    return torch.from_numpy(np.log(p / (1.0 - p)).astype(np.float32))
-
-
-def oracle_outputs(
-    gt_boxes: Sequence[np.ndarray],
-    gt_labels: Sequence[np.ndarray],
-    *,
-    num_classes: int,
-    input_size: tuple[int, int],
-    output_size: tuple[int, int],
-    mode: str,
-    predicted: CornerOutputs | None = None,
-    ae_threshold: float = 0.5,
-    gt_embeddings: bool = True,
-) -> CornerOutputs:
-    """Ground-truth head outputs for a batch (the paper's error analysis, section 4.5).
-
-    gt_boxes[i]: [N_i, 4] x1, y1, x2, y2 in input (canvas) pixels; gt_labels[i]: [N_i] in [0, C);
-    input_size, output_size: (height, width). Heatmaps are the training targets (gaussians of the object
-    radius) as logits; embeddings are ground truth too (object j of an image gets (j + 1) * spacing at both
-    its corners, spacing > ae_threshold, so grouping is exact); offsets are ground truth with mode
-    "heatmaps+offsets" and the network's (`predicted`) with mode "heatmaps". gt_embeddings=False keeps the
-    network's embeddings instead (the paper's setting, which measures its grouping too). When `predicted` has
-    centre heads, the centre heatmap is ground truth too (and the centre offsets, with "heatmaps+offsets").
-    Returns CornerOutputs of [B, C, h, w] / [B, 1, h, w] / [B, 2, h, w] on the CPU.
-    """
-    from cornernet_cli.targets import encode_targets
-
-    if mode not in ORACLES:
-        raise ValueError(f"oracle must be one of {', '.join(ORACLES)}, got {mode!r}")
-    if (mode == "heatmaps" or not gt_embeddings) and predicted is None:
-        raise ValueError("this oracle keeps some of the network's outputs: pass `predicted`")
-    h, w = output_size
-    b = len(gt_boxes)
-    spacing = max(1.0, 2.0 * ae_threshold)
-    centres = predicted is not None and predicted.ct_heat is not None
-    kinds = ("tl", "br", "ct") if centres else ("tl", "br")
-    heats = {c: torch.zeros(b, num_classes, h, w) for c in kinds}
-    embs = {"tl": torch.zeros(b, 1, h * w), "br": torch.zeros(b, 1, h * w)}
-    offs = {c: torch.zeros(b, 2, h * w) for c in kinds}
-    for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels)):
-        t = encode_targets(boxes, labels, num_classes, input_size, output_size, centres=centres)
-        ident = (torch.arange(len(t["keep"]), dtype=torch.float32) + 1.0) * spacing
-        for c in kinds:
-            heats[c][i] = _logit(t[f"{c}_heat"])
-            index = torch.from_numpy(t[f"{c}_index"])
-            offs[c][i, :, index] = torch.from_numpy(t[f"{c}_off"]).T
-            if c in embs:
-                embs[c][i, 0, index] = ident
-    if mode == "heatmaps":
-        off = {c: getattr(predicted, f"{c}_off").float().cpu() for c in kinds}
-    else:
-        off = {c: offs[c].view(b, 2, h, w) for c in kinds}
-    if gt_embeddings:
-        tl_emb, br_emb = embs["tl"].view(b, 1, h, w), embs["br"].view(b, 1, h, w)
-    else:
-        tl_emb, br_emb = predicted.tl_emb.float().cpu(), predicted.br_emb.float().cpu()
-    corners = (heats["tl"], heats["br"], tl_emb, br_emb, off["tl"], off["br"])
-    if centres:
-        return CentreOutputs(*corners, ct_heat=heats["ct"], ct_off=off["ct"])
-    return CornerOutputs(*corners)
-
-
 def _memory_format(model: nn.Module) -> torch.memory_format:
     """channels_last when the model's convolution weights are (as `load_model` leaves them), else contiguous."""
     weight = next((p for p in model.parameters() if p.dim() == 4), None)
@@ -144,105 +81,109 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _to_device(outputs: CornerOutputs, device: torch.device) -> CornerOutputs:
-    return outputs.map(lambda t: t.to(device))
+def letterbox_batch(images: Sequence[np.ndarray], *, scale: float, flip: bool, stride: int, max_side: int
+                    ) -> tuple[torch.Tensor, list[Letterbox]]:
+    """BGR uint8 images [H_i, W_i, 3] -> the normalised network input at test scale `scale`, [B, 3, H, W]
+    padded to a common size (`stack_inputs`), followed by the B mirrored copies when flip ([2B, 3, H, W]), and
+    each image's Letterbox. stride: the network's output stride; max_side: a longer input side (pixels) is
+    shrunk to this."""
+    prepared = [prepare_test_image(img, float(scale), max_side=max_side, stride=stride) for img in images]
+    batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared], stride)
+    if flip:
+        batch = torch.cat([batch, flip_image(batch)], dim=0)
+    return batch, boxes
 
 
 @torch.inference_mode()
-def detect_images(
-    model: nn.Module | None,
-    images: Sequence[np.ndarray],
-    *,
-    device: torch.device | str = "cpu",
-    num_classes: int | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    params: DecodeConfig = DecodeConfig(),
-    oracle: str | None = None,
-    oracle_gt_embeddings: bool = True,
-    gt: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-    timer: StageTimer | None = None,
-    return_outputs: bool = False,
-    amp: str = "off",
-) -> list[np.ndarray] | tuple[list[np.ndarray], list]:
-    """Detect objects in a batch of BGR uint8 images [H_i, W_i, 3] (any sizes).
+def network_heads(model: nn.Module, batch: torch.Tensor, *, device: torch.device, amp: str = "off") -> CornerOutputs:
+    """The last stack's head outputs of `model` (eval mode) for `batch` [B, 3, H, W], float32, on `device`.
 
-    model: a CornerNet in eval mode (None only with oracle="heatmaps+offsets"; then give num_classes); the
-    inputs are padded and the boxes mapped back for its `output_stride` (4 without a model).
-    scales: test scales (paper: 0.5, 0.75, 1, 1.25, 1.5); flip: add the mirrored image to the batch and
-    concatenate both detection sets before soft-NMS (the paper's test-time flip).
-    oracle / gt: replace the head outputs by ground truth built from gt[i] = (boxes [N, 4] image pixels,
-    labels [N]) (see `oracle_outputs`).
-    Returns one [N_i, 6] array per image: x1, y1, x2, y2 (image pixels, clipped), score, class; sorted by
-    score, at most params.max_per_image. amp: run the network under autocast (off | bf16 | fp16, see
-    `cornernet_cli.engine.precision`); the heads are decoded in fp32. With return_outputs, also the per-scale list of
-    (CornerOutputs on the CPU, Letterboxes) for the first scale's batch (for visualisation).
+    The batch is moved to `device` in the model's memory format; amp: run the network under autocast (off |
+    bf16 | fp16, see `cornernet_cli.engine.precision`), the heads are still returned in float32.
     """
-    from cornernet_cli.decode import decode
-    from cornernet_cli.engine.precision import amp_dtype, autocast
-
-    device = torch.device(device)
     dtype = amp_dtype(amp, device)
+    batch = batch.to(device, non_blocking=True).contiguous(memory_format=_memory_format(model))
+    with autocast(device, dtype):
+        outputs = model(batch)[-1]
+    return outputs.map(torch.Tensor.float)
+
+
+#: (letterboxed batch [B, 3, H, W] on the CPU, its Letterboxes) -> the heads for that batch.
+HeadSource = Callable[[torch.Tensor, list[Letterbox]], CornerOutputs]
+
+
+@torch.inference_mode()
+def detect_with(heads: HeadSource, images: Sequence[np.ndarray], decoder: Decoder, *, stride: int,
+                scales: Sequence[float] = (1.0,), flip: bool = False, timer: StageTimer | None = None
+                ) -> list[np.ndarray]:
+    """The test-time loop over `scales` with `heads` in the network's place (see `detect_images`).
+
+    stride: the output stride the heads are at (inputs are padded and boxes mapped back for it). The
+    "network" stage of `timer` is the `heads` call (with a network: copying the batch to its device too).
+    """
     timer = timer if timer is not None else StageTimer()
-    timer.device = device
-    if model is None and oracle != "heatmaps+offsets":
-        raise ValueError("a model is needed unless oracle='heatmaps+offsets'")
-    if oracle is not None and gt is None:
-        raise ValueError("an oracle needs the ground truth `gt`")
-    if num_classes is None:
-        num_classes = int(model.num_classes)
-    stride = model.output_stride if model is not None else 4
-    preset = preset_test_settings(getattr(model, "config", None))
-    k = params.k if params.k is not None else preset["k"]
-    num_dets = params.num_dets if params.num_dets is not None else preset["num_dets"]
-    n = len(images)
-    per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
-    kept_outputs: list = []
+    per_image: list[list[np.ndarray]] = [[] for _ in images]
     for scale in scales:
         start = timer.tick()
-        prepared = [prepare_test_image(img, float(scale), max_side=params.max_side, stride=stride) for img in images]
-        batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared], stride)
-        if flip:
-            batch = torch.cat([batch, flip_image(batch)], dim=0)
-        if model is not None:
-            batch = batch.to(device, non_blocking=True).contiguous(memory_format=_memory_format(model))
+        batch, boxes = letterbox_batch(images, scale=scale, flip=flip, stride=stride,
+                                       max_side=decoder.settings.max_side)
         start = timer.add("preprocess", start)
-
-        outputs = None
-        if model is not None:
-            with autocast(device, dtype):
-                outputs = model(batch)[-1]
-            outputs = outputs.map(torch.Tensor.float)
+        outputs = heads(batch, boxes)
         start = timer.add("network", start)
-
-        if oracle is not None:
-            in_h, in_w = boxes[0].input_size
-            gt_in = [lb.image_to_input(g[0]) if len(g[0]) else np.zeros((0, 4)) for lb, g in zip(boxes, gt)]
-            labels = [np.asarray(g[1], dtype=np.int64) for g in gt]
-            if flip:
-                gt_in = gt_in + [flip_boxes(b, in_w) for b in gt_in]
-                labels = labels + labels
-            outputs = oracle_outputs(gt_in, labels, num_classes=num_classes, input_size=(in_h, in_w),
-                                     output_size=boxes[0].output_size, mode=oracle, predicted=outputs,
-                                     gt_embeddings=oracle_gt_embeddings,
-                                     ae_threshold=params.ae_threshold)
-            outputs = _to_device(outputs, device)
-        if return_outputs and not kept_outputs:
-            kept_outputs.append((outputs.map(lambda t: t.float().cpu()), boxes))
-        ct_heat = outputs.ct_heat if params.centre_check else None
-        dets = decode(*outputs, ct_heat, outputs.ct_off, k=k, kernel=params.kernel,
-                      ae_threshold=params.ae_threshold, num_dets=num_dets,
-                      centre_n=params.centre_n).cpu().numpy()
-        for i, lb in enumerate(boxes):
-            per_image[i].append(detections_to_image(dets[i], lb))
-            if flip:
-                per_image[i].append(detections_to_image(dets[n + i], lb, mirrored=True))
+        for parts, dets in zip(per_image, decoder.image_detections(outputs, boxes, flip=flip)):
+            parts.append(dets)
         start = timer.add("decode", start)
-
-    results = [merge_detections(parts, nms=params.nms, nms_sigma=params.nms_sigma, nms_iou=params.nms_iou,
-                                score_threshold=params.score_threshold, max_per_image=params.max_per_image)
-               for parts in per_image]
+    results = [decoder.merge(parts) for parts in per_image]
     timer.add("nms", start)
-    timer.images += n
-    return (results, kept_outputs) if return_outputs else results
+    timer.images += len(images)
+    return results
 
+
+def detect_images(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    decoder: Decoder | None = None,
+    device: torch.device | str = "cpu",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    amp: str = "off",
+    timer: StageTimer | None = None,
+) -> list[np.ndarray]:
+    """Detect objects in a batch of BGR uint8 images [H_i, W_i, 3] (any sizes) with `model`.
+
+    model: a CornerNet (or an `OnnxNetwork`) in eval mode; the inputs are padded and the boxes mapped back for
+    its `output_stride`. decoder: decoding and post-processing (None: `Decoder.for_network` with the paper's
+    DecodeConfig and the model's preset). scales: test scales (paper: 0.5, 0.75, 1, 1.25, 1.5); flip: add the
+    mirrored image to the batch and concatenate both detection sets before soft-NMS (the paper's test-time
+    flip). amp: the network's autocast (off | bf16 | fp16); the heads are decoded in fp32. timer: adds each
+    stage's seconds to it.
+    Returns one [N_i, 6] array per image: x1, y1, x2, y2 (image pixels, clipped), score, class; sorted by
+    score, at most decoder.settings.max_per_image.
+    """
+    device = torch.device(device)
+    timer = timer if timer is not None else StageTimer()
+    timer.device = device
+    if decoder is None:
+        decoder = Decoder.for_network(model_config=getattr(model, "config", None))
+
+    def heads(batch: torch.Tensor, _boxes: list[Letterbox]) -> CornerOutputs:
+        return network_heads(model, batch, device=device, amp=amp)
+
+    return detect_with(heads, images, decoder, stride=model.output_stride, scales=scales, flip=flip, timer=timer)
+
+
+@torch.inference_mode()
+def heads_and_detections(model: nn.Module, image: np.ndarray, *, scale: float, device: torch.device | str = "cpu",
+                         decoder: Decoder | None = None) -> tuple[np.ndarray, CornerOutputs, Letterbox]:
+    """One BGR uint8 image [H, W, 3] at one test scale, without flip, for pictures of what the heads saw: its
+    detections [N, 6] (as `detect_images`), the head outputs they were decoded from (float32, on the CPU) and
+    the image's Letterbox (output map <-> image pixels)."""
+    device = torch.device(device)
+    if decoder is None:
+        decoder = Decoder.for_network(model_config=getattr(model, "config", None))
+    batch, (box,) = letterbox_batch([image], scale=scale, flip=False, stride=model.output_stride,
+                                    max_side=decoder.settings.max_side)
+    outputs = network_heads(model, batch, device=device).map(torch.Tensor.cpu)
+    dets = decoder.merge(decoder.image_detections(outputs, [box], flip=False))
+    return dets, outputs, box

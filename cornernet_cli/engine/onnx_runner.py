@@ -30,7 +30,7 @@ from torch import nn
 
 from cornernet_cli.config import ModelConfig
 from cornernet_cli.errors import CornerNetError, SettingError
-from cornernet_cli.model.cornernet import CornerOutputs, outputs_from_heads
+from cornernet_cli.model.cornernet import CornerOutputs
 
 META_KEYS = ("cornernet_model_config", "cornernet_class_names", "cornernet_category_ids")
 
@@ -70,7 +70,8 @@ def _meta_from_graph(props: dict[str, str], path: Path) -> dict[str, Any] | None
 
 class OnnxNetwork(nn.Module):
     """An onnxruntime session in CornerNet's place: forward(images [B, 3, H, W] float32, normalised BGR)
-    -> [CornerOutputs] of the last stack (CentreOutputs for a graph with centre heads), on the input's device.
+    -> [CornerOutputs] of the last stack (with ct_heat / ct_off for a graph with centre heads), on the input's
+    device.
 
     path: the .onnx file; config: its ModelConfig; max_size: the largest input side the graph pools exactly
     (a dynamic export's --max-size); static_size: (H, W) of a static export, else None; threads: onnxruntime's
@@ -119,7 +120,7 @@ class OnnxNetwork(nn.Module):
             rows = [self._run(padded[i : i + 1]) for i in range(b)]
             oh, ow = math.ceil(h / self.output_stride), math.ceil(w / self.output_stride)
             heads = [np.concatenate([r[j] for r in rows])[:, :, :oh, :ow] for j in range(len(rows[0]))]
-        outputs = outputs_from_heads(torch.from_numpy(np.ascontiguousarray(t)).to(images.device) for t in heads)
+        outputs = CornerOutputs.from_heads(torch.from_numpy(np.ascontiguousarray(t)).to(images.device) for t in heads)
         return [outputs]
 
 

@@ -2,13 +2,13 @@
 
 from cornernet_cli.model.corner_pool import CornerPool, corner_pool, corner_pool_doubling
 from cornernet_cli.model.cornernet import (
-    CentreOutputs,
+    CENTRE_NAMES,
+    OUTPUT_NAMES,
     CornerNet,
     CornerOutputs,
     build_model,
-    outputs_from_heads,
     set_export_mode,
 )
 
-__all__ = ["CentreOutputs", "CornerNet", "CornerOutputs", "CornerPool", "build_model", "corner_pool",
-           "corner_pool_doubling", "outputs_from_heads", "set_export_mode"]
+__all__ = ["CENTRE_NAMES", "OUTPUT_NAMES", "CornerNet", "CornerOutputs", "CornerPool", "build_model", "corner_pool",
+           "corner_pool_doubling", "set_export_mode"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,15 +16,23 @@ from cornernet_cli.model.hourglass import ConvBNReLU, StackedHourglass
 HEAT_BIAS = -2.19  # sigmoid(-2.19) ~= 0.1: the focal-loss prior of the paper's heatmap heads
 
 
-class CornerOutputs(NamedTuple):
+OUTPUT_NAMES = ("tl_heat", "br_heat", "tl_emb", "br_emb", "tl_off", "br_off")
+CENTRE_NAMES = ("ct_heat", "ct_off")
+
+
+@dataclass(frozen=True, eq=False)
+class CornerOutputs:
     """Raw head outputs of one stack, at output resolution h = ceil(H/s), w = ceil(W/s), s = the model's
     output_stride (4; 8 for CornerNet-Squeeze).
 
     tl_heat, br_heat: [B, C, h, w] heatmap logits (apply sigmoid for scores).
     tl_emb, br_emb:   [B, 1, h, w] associative embeddings.
     tl_off, br_off:   [B, 2, h, w] sub-pixel offsets in output pixels (channel 0 = x, 1 = y).
-    ct_heat, ct_off:  None here; a model built with centre_head=True returns `CentreOutputs`, where they hold
-                      the centre heads. They are attributes, never tuple items: the tuple is always the six.
+    ct_heat, ct_off:  a model built with centre_head=True (not in the paper): [B, C, h, w] centre heatmap
+                      logits and [B, 2, h, w] centre offsets (x, y); None without a centre head.
+
+    A pytree node (registered below): torch's tree utilities, and DDP when it looks for the output's
+    tensors, see the six or eight tensors. No __eq__: comparing tensors has no single truth value.
     """
 
     tl_heat: torch.Tensor
@@ -32,58 +41,36 @@ class CornerOutputs(NamedTuple):
     br_emb: torch.Tensor
     tl_off: torch.Tensor
     br_off: torch.Tensor
-    ct_heat = None
-    ct_off = None
-
-    def map(self, fn) -> CornerOutputs:
-        """The same outputs (centre heads included) with `fn` applied to every tensor."""
-        corners = [fn(t) for t in self]
-        if self.ct_heat is None:
-            return CornerOutputs(*corners)
-        return CentreOutputs(*corners, ct_heat=fn(self.ct_heat), ct_off=fn(self.ct_off))
-
-
-class CentreOutputs(CornerOutputs):
-    """CornerOutputs of a model with a centre head (CenterNet-style triplets, not in the paper).
-
-    Iterates, unpacks and indexes as the six corner heads; the centre heads are the attributes
-    ct_heat [B, C, h, w] (logits) and ct_off [B, 2, h, w] (centre offsets, x then y). Rebuild one with
-    `map` or `_replace` (both keep the centre heads; copy and pickle do too), not `type(o)(*o)` or `_make`:
-    torch's pytree utilities treat it as a plain namedtuple of the six, so a pytree round trip fails loudly
-    here rather than dropping the centre heads.
-    """
-
-    def __new__(cls, *corners: torch.Tensor, ct_heat: torch.Tensor, ct_off: torch.Tensor) -> CentreOutputs:
-        self = super().__new__(cls, *corners)
-        self.ct_heat, self.ct_off = ct_heat, ct_off
-        return self
+    ct_heat: torch.Tensor | None = None
+    ct_off: torch.Tensor | None = None
 
     @classmethod
-    def _make(cls, iterable):
-        raise TypeError("CentreOutputs needs its centre heads: CentreOutputs(*six, ct_heat=..., ct_off=...)")
+    def from_heads(cls, heads: Iterable[torch.Tensor]) -> CornerOutputs:
+        """Six head tensors in OUTPUT_NAMES order (e.g. an ONNX session's outputs), or eight with the centre
+        heads ct_heat and ct_off last (OUTPUT_NAMES + CENTRE_NAMES)."""
+        heads = list(heads)
+        if len(heads) not in (6, 8):
+            raise ValueError(f"expected 6 head tensors (or 8 with a centre head), got {len(heads)}")
+        return cls(*heads)
 
-    def _replace(self, **changes) -> CentreOutputs:
-        centre = {"ct_heat": changes.pop("ct_heat", self.ct_heat), "ct_off": changes.pop("ct_off", self.ct_off)}
-        corners = CornerOutputs(*self)._replace(**changes)
-        return CentreOutputs(*corners, **centre)
+    @property
+    def has_centre(self) -> bool:
+        return self.ct_heat is not None
 
-    def __reduce__(self):
-        return _centre_outputs, (tuple(self), self.ct_heat, self.ct_off)
+    def corners(self) -> tuple[torch.Tensor, ...]:
+        """The six corner heads, in OUTPUT_NAMES order."""
+        return tuple(getattr(self, name) for name in OUTPUT_NAMES)
+
+    def heads(self) -> tuple[torch.Tensor, ...]:
+        """Every head the model has: OUTPUT_NAMES order, then CENTRE_NAMES with a centre head."""
+        return self.corners() + ((self.ct_heat, self.ct_off) if self.has_centre else ())
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> CornerOutputs:
+        """The same outputs (centre heads included) with `fn` applied to every tensor."""
+        return CornerOutputs.from_heads(fn(t) for t in self.heads())
 
 
-def _centre_outputs(corners: tuple, ct_heat: torch.Tensor, ct_off: torch.Tensor) -> CentreOutputs:
-    return CentreOutputs(*corners, ct_heat=ct_heat, ct_off=ct_off)
-
-
-def outputs_from_heads(heads) -> CornerOutputs:
-    """Six head tensors (OUTPUT_NAMES order, e.g. an ONNX session's outputs) -> CornerOutputs; eight (a centre
-    head's ct_heat and ct_off last) -> CentreOutputs."""
-    heads = list(heads)
-    if len(heads) == 6:
-        return CornerOutputs(*heads)
-    if len(heads) == 8:
-        return CentreOutputs(*heads[:6], ct_heat=heads[6], ct_off=heads[7])
-    raise ValueError(f"expected 6 head tensors (or 8 with a centre head), got {len(heads)}")
+torch.export.register_dataclass(CornerOutputs, serialized_type_name="cornernet_cli.CornerOutputs")
 
 
 class CornerPoolModule(nn.Module):
@@ -147,9 +134,8 @@ class CornerPrediction(nn.Module):
     def forward(self, cnv: torch.Tensor) -> CornerOutputs:
         tl, br = self.tl_pool(cnv), self.br_pool(cnv)
         heads = (self.tl_heat(tl), self.br_heat(br), self.tl_emb(tl), self.br_emb(br), self.tl_off(tl), self.br_off(br))
-        out = CornerOutputs(*heads)
-        if self.ct_heat is not None:
-            out = CentreOutputs(*heads, ct_heat=self.ct_heat(cnv), ct_off=self.ct_off(cnv))
+        centre = (self.ct_heat(cnv), self.ct_off(cnv)) if self.ct_heat is not None else ()
+        out = CornerOutputs.from_heads(heads + centre)
         # a channels_last network gives channels_last heads; the loss and the decode flatten them (small copies)
         return out.map(torch.Tensor.contiguous)
 
