@@ -45,7 +45,7 @@ from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
 from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
-from cornernet_cli.engine.precision import AMP_DTYPES
+from cornernet_cli.engine.precision import AMP_CHOICES
 from cornernet_cli.engine.settings import TrainSettings, train_settings
 from cornernet_cli.errors import SettingError
 from cornernet_cli.export import ExportSummary, export_onnx
@@ -221,7 +221,7 @@ class Detector:
         rgb: bool = False,
         max_side: int = 2048,
         centre_check: bool = True,
-        amp: str = "off",
+        amp: str = "auto",
     ) -> Detections | list[Detections]:
         """Detect objects in one image, or in each image of a list (then a list of results, in order).
 
@@ -251,7 +251,7 @@ class Detector:
             raise SettingError(f"scales must be positive numbers, got {list(scales)}")
         if max_side < 32:
             raise SettingError(f"max_side must be at least 32 pixels, got {max_side}")
-        _choice("amp", amp, tuple(AMP_DTYPES))
+        _choice("amp", amp, AMP_CHOICES)
         check_amp(self.model, amp)
         params = DecodeConfig(max_side=fit_max_side(self.model, max_side), centre_check=centre_check)
         scales = tuple(scales) if scales is not None else self.test_scales
@@ -312,7 +312,7 @@ def train(
     lr_schedule: str | None = None,
     warmup: int | None = None,
     grad_clip: float | None = None,
-    amp: str = "off",
+    amp: str | None = None,
     pull_weight: float = 0.1,
     push_weight: float = 0.1,
     ema: float | None = None,
@@ -355,7 +355,8 @@ def train(
         >>> run.step, run.checkpoint.name, run.settings.train.lr_steps
         (2, 'best.safetensors', (1,))
     """
-    _choice("amp", amp, tuple(AMP_DTYPES))
+    if amp is not None:
+        _choice("amp", amp, AMP_CHOICES)
     if lr_schedule is not None:
         _choice("lr_schedule", lr_schedule, ("step", "cosine"))
     _choice("radius", radius, ("object", "fixed", "none"))
@@ -363,9 +364,9 @@ def train(
         raise SettingError(f"data {str(data)!r} is not a folder (expected a dataset folder from prepare-data)")
     given = dict(input_size=input_size, batch_size=batch_size, lr=lr, lr_steps=lr_steps, lr_schedule=lr_schedule,
                  warmup_iters=warmup, grad_clip=grad_clip, ema=ema, workers=workers, centre_head=centre_head,
-                 test_scale=test_scale, random_scales=random_scales, val_scales=val_scales)
+                 test_scale=test_scale, random_scales=random_scales, val_scales=val_scales, amp=amp)
     overrides = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v is not None}
-    overrides.update(amp=amp, channels_last=channels_last, seed=seed, pull_weight=pull_weight,
+    overrides.update(channels_last=channels_last, seed=seed, pull_weight=pull_weight,
                      push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
                      corner_pool=corner_pool)
     try:
@@ -433,7 +434,7 @@ def evaluate(
     oracle_embeddings: str = "gt",
     centre_check: bool = True,
     device: str = "cpu",
-    amp: str = "off",
+    amp: str = "auto",
     out: str | Path = "results.json",
     offline: bool = False,
     exist_ok: bool = False,

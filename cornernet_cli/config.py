@@ -221,7 +221,7 @@ class TrainConfig:
     push_weight: float = 0.1
     offset_weight: float = 1.0
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off; e.g. 0.999)
-    amp: str = "off"  # off | bf16 | fp16
+    amp: str = "off"  # off | bf16 | fp16 | auto (engine.precision.resolve_amp)
     channels_last: bool = True  # 1.1-1.3x faster convolutions on the CPU (oneDNN) and on GPUs
     val_scales: tuple[float, ...] = (1.0,)  # test scales of the periodic validation (no flip)
     workers: int = 4
@@ -239,7 +239,7 @@ class TrainConfig:
 _PAPER = dict(input_size=511, batch_size=49, iters=500_000, lr=2.5e-4, lr_steps=(450_000,), warmup_iters=0,
               workers=4, auto_scale=False)
 _CPU_RECIPE = dict(input_size=256, batch_size=8, time_budget=25.0, lr=1e-3, lr_schedule="cosine", warmup_iters=50,
-                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True)
+                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True, amp="auto")
 TRAIN_DEFAULTS: dict[str, dict] = {
     "hourglass-104": _PAPER,
     "hourglass-52": _PAPER,
