@@ -163,10 +163,12 @@ def train_settings(
         if box_sides.size:
             pick = choose_scales(box_sides=box_sides, image_sides=image_sides,
                                  nominal_input=int(TRAIN_DEFAULTS[preset]["input_size"]))
-            for key in ("input_size", "random_scales", "test_scale"):
+            keys = ("input_size", "random_scales", "test_scale")
+            for key in keys:
                 if key not in overrides:
                     d[key] = getattr(pick, key)
-            choices.append(f"scale: {pick.describe()}")
+            used = dataclasses.replace(pick, **{k: d[k] for k in keys})  # what an explicit value left of the pick
+            choices.append(f"scale: {used.describe()}")
     d.setdefault("val_scales", (d.get("test_scale", 1.0),))
     if d.get("amp") == "auto":  # resolved here, so that config.json and a resume on another machine keep it
         d["amp"] = resolve_amp("auto", device_type)
