@@ -221,7 +221,7 @@ class TrainConfig:
     push_weight: float = 0.1
     offset_weight: float = 1.0
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off; e.g. 0.999)
-    amp: str = "off"  # off | bf16 | fp16
+    amp: str = "off"  # off | bf16 | fp16 | auto (engine.precision.resolve_amp)
     channels_last: bool = True  # 1.1-1.3x faster convolutions on the CPU (oneDNN) and on GPUs
     val_scales: tuple[float, ...] = (1.0,)  # test scales of the periodic validation (no flip)
     workers: int = 4
@@ -237,7 +237,7 @@ class TrainConfig:
 # them and anything given explicitly wins). The CPU presets: the budget recipe of docs/recipes.md (time budget,
 # cosine, weight averaging, centre head, crops and test scale chosen from the data's box sizes). tiny: tests.
 _CPU_RECIPE = dict(input_size=256, batch_size=8, time_budget=25.0, lr=1e-3, lr_schedule="cosine", warmup_iters=50,
-                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True)
+                   workers=0, grad_clip=10.0, ema=0.999, centre_head=True, auto_scale=True, amp="auto")
 TRAIN_DEFAULTS: dict[str, dict] = {
     "hourglass-104": {},
     "hourglass-52": {},

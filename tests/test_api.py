@@ -190,7 +190,7 @@ def test_bad_input_is_one_clear_error(detector, tmp_path):
         (lambda: detector.predict(tmp_path / "nope.jpg"), CornerNetError, "nope.jpg"),
         (lambda: detector.predict(image, threshold=2), SettingError, "threshold must be in 0..1, got 2"),
         (lambda: detector.predict(image, scales=[0]), SettingError, r"scales must be positive numbers, got \[0\]"),
-        (lambda: detector.predict(image, amp="fp8"), SettingError, "amp must be off, bf16 or fp16, got 'fp8'"),
+        (lambda: detector.predict(image, amp="fp8"), SettingError, "amp must be auto, off, bf16 or fp16, got 'fp8'"),
         (lambda: Detector(tmp_path / "missing.safetensors"), CornerNetError, "not found: .*missing.safetensors"),
         (lambda: Detector(tmp_path), CornerNetError, "is a directory"),
         (lambda: api.export(tmp_path / "missing.safetensors", tmp_path / "m.onnx"), CornerNetError, "not found"),

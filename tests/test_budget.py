@@ -199,3 +199,9 @@ def test_trained_test_scale_is_the_default_of_eval_and_detect(syn, tmp_path, mon
     detect([image], checkpoint=ckpt, out=tmp_path / "d", threshold=0.0, flip=False)
     detect([image], checkpoint=ckpt, out=tmp_path / "d2", threshold=0.0, flip=False, scales=(0.75,))
     assert seen == [(0.5,), (0.75,)]
+
+
+def test_the_scale_line_describes_the_crops_used(syn):
+    s = train_settings(data_dir=syn, overrides={"random_scales": (1.0, 2.0), "input_size": 64})
+    line = next(c for c in s.choices if c.startswith("scale:"))
+    assert "crops of 64 px cut from 64-128 px" in line, line

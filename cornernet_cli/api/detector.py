@@ -24,7 +24,7 @@ from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
 from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
-from cornernet_cli.engine.precision import AMP_DTYPES
+from cornernet_cli.engine.precision import AMP_CHOICES
 from cornernet_cli.errors import SettingError, check_choice
 from cornernet_cli.postprocess import to_coco_results
 
@@ -189,7 +189,7 @@ class Detector:
         rgb: bool = False,
         max_side: int = 2048,
         centre_check: bool = True,
-        amp: str = "off",
+        amp: str = "auto",
     ) -> Detections | list[Detections]:
         """Detect objects in one image, or in each image of a list (then a list of results, in order).
 
@@ -201,7 +201,8 @@ class Detector:
         scales: test scales; None: the scale the model was trained for (`test_scales`).
         max_side: a larger network input (image side x scale) is shrunk to this many pixels; boxes stay in
             image pixels. centre_check: for a model with a centre head, keep only boxes with a centre keypoint
-            in their middle third. amp: the network's autocast: off, bf16 or fp16 (CUDA).
+            in their middle third. amp: the network's autocast: auto (bf16 on a CPU with native bf16,
+            else fp32), off, bf16 or fp16 (CUDA).
 
         Example:
             >>> detector = Detector(checkpoint)
@@ -219,7 +220,7 @@ class Detector:
             raise SettingError(f"scales must be positive numbers, got {list(scales)}")
         if max_side < 32:
             raise SettingError(f"max_side must be at least 32 pixels, got {max_side}")
-        check_choice("amp", amp, tuple(AMP_DTYPES))
+        check_choice("amp", amp, AMP_CHOICES)
         check_amp(self.model, amp)
         settings = DecodeConfig(max_side=fit_max_side(self.model, max_side), centre_check=centre_check)
         decoder = Decoder.for_network(settings, getattr(self.model, "config", None))

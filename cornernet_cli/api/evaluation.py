@@ -47,7 +47,7 @@ def evaluate(
     oracle_embeddings: str = "gt",
     centre_check: bool = True,
     device: str = "cpu",
-    amp: str = "off",
+    amp: str = "auto",
     out: str | Path = "results.json",
     offline: bool = False,
     exist_ok: bool = False,

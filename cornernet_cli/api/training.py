@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from cornernet_cli.engine import train as training
 from cornernet_cli.engine.device import resolve_device
-from cornernet_cli.engine.precision import AMP_DTYPES
+from cornernet_cli.engine.precision import AMP_CHOICES
 from cornernet_cli.engine.settings import TrainSettings, train_settings
 from cornernet_cli.errors import SettingError, check_choice
 
@@ -59,7 +59,7 @@ def train(
     lr_schedule: str | None = None,
     warmup: int | None = None,
     grad_clip: float | None = None,
-    amp: str = "off",
+    amp: str | None = None,
     pull_weight: float = 0.1,
     push_weight: float = 0.1,
     ema: float | None = None,
@@ -102,7 +102,8 @@ def train(
         >>> run.step, run.checkpoint.name, run.settings.train.lr_steps
         (2, 'best.safetensors', (1,))
     """
-    check_choice("amp", amp, tuple(AMP_DTYPES))
+    if amp is not None:
+        check_choice("amp", amp, AMP_CHOICES)
     if lr_schedule is not None:
         check_choice("lr_schedule", lr_schedule, ("step", "cosine"))
     check_choice("radius", radius, ("object", "fixed", "none"))
@@ -110,9 +111,9 @@ def train(
         raise SettingError(f"data {str(data)!r} is not a folder (expected a dataset folder from prepare-data)")
     given = dict(input_size=input_size, batch_size=batch_size, lr=lr, lr_steps=lr_steps, lr_schedule=lr_schedule,
                  warmup_iters=warmup, grad_clip=grad_clip, ema=ema, workers=workers, centre_head=centre_head,
-                 test_scale=test_scale, random_scales=random_scales, val_scales=val_scales)
+                 test_scale=test_scale, random_scales=random_scales, val_scales=val_scales, amp=amp)
     overrides = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in given.items() if v is not None}
-    overrides.update(amp=amp, channels_last=channels_last, seed=seed, pull_weight=pull_weight,
+    overrides.update(channels_last=channels_last, seed=seed, pull_weight=pull_weight,
                      push_weight=push_weight, radius_mode=radius, vflip=vflip, transpose=transpose, freeze=freeze,
                      corner_pool=corner_pool)
     try:

@@ -32,8 +32,8 @@ def eval_cmd(
                                           "per object: exact grouping) or trained (the network's embeddings, as "
                                           "in the paper's error analysis)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
-    amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
-                            "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
+    amp: str = typer.Option("auto", "--amp", help="Autocast the network: auto (bf16 on a CPU with native bf16 "
+                            "such as AVX512-BF16/AMX, fp32 elsewhere), bf16, fp16 (CUDA) or off (fp32)."),
     centre_check: bool = typer.Option(True, "--centre-check/--no-centre-check", help="For a model trained with "
                                       "--centre-head: keep only boxes with a centre keypoint in their middle third."),
     out: Path = typer.Option(Path("results.json"), "--out", help="COCO results JSON; metrics.json goes next to it."),
@@ -77,8 +77,8 @@ def detect_cmd(
                                         "time (default: on; off for the squeeze preset, as its source tests)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
                                          "scale the model was trained for, stored in its checkpoint)."),
-    amp: str = typer.Option("off", "--amp", help="Autocast the network: bf16 (CUDA, or a CPU with native bf16 "
-                            "such as AVX512-BF16/AMX: about 2x faster there), fp16 (CUDA) or off (fp32)."),
+    amp: str = typer.Option("auto", "--amp", help="Autocast the network: auto (bf16 on a CPU with native bf16 "
+                            "such as AVX512-BF16/AMX, fp32 elsewhere), bf16, fp16 (CUDA) or off (fp32)."),
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for drawn images/videos and detections.json."),
     max_side: int = typer.Option(2048, "--max-side", min=32, help="Larger images are shrunk to this longer side "
                                  "for the network (boxes stay in image pixels)."),

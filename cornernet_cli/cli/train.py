@@ -52,8 +52,9 @@ def train_cmd(
                                               "(the paper); cosine: decay from --lr to 0 at the end (CPU presets)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", min=0, help="Linear warm-up steps."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", min=0.0, help="Max gradient norm (0: off)."),
-    amp: str = typer.Option("off", "--amp", help="Mixed precision: bf16 (CUDA, or a CPU with native bf16 such as "
-                            "AVX512-BF16/AMX), fp16 (CUDA, with a GradScaler) or off (fp32)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto (bf16 on a CPU with native bf16 "
+                                      "such as AVX512-BF16/AMX, fp32 elsewhere; the CPU presets' default), bf16, "
+                                      "fp16 (CUDA, with a GradScaler) or off (fp32; the paper presets' default)."),
     pull_weight: float = typer.Option(0.1, "--pull-weight", min=0.0, help="Weight of the embedding pull loss "
                                       "(paper: 0.1)."),
     push_weight: float = typer.Option(0.1, "--push-weight", min=0.0, help="Weight of the embedding push loss "

@@ -222,7 +222,7 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
 def check_amp(model: nn.Module, amp: str) -> None:
     """Refuse `amp` other than "off" for an ONNX graph: autocast changes PyTorch's precision only, and a graph
     runs as exported (float32)."""
-    if isinstance(model, OnnxNetwork) and amp != "off":
+    if isinstance(model, OnnxNetwork) and amp not in ("off", "auto"):
         raise SettingError(f"amp {amp!r} applies to PyTorch checkpoints; {model.path} is an ONNX graph and runs in "
                            f"float32 (use amp 'off')")
 

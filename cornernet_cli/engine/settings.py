@@ -31,6 +31,7 @@ from cornernet_cli.config import (
 from cornernet_cli.data.coco import CocoDetection, available_splits
 from cornernet_cli.data.scale import choose_scales
 from cornernet_cli.engine.checkpoint import read_metadata
+from cornernet_cli.engine.precision import resolve_amp
 from cornernet_cli.hub import resolve_weights
 
 _DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
@@ -143,8 +144,10 @@ def _scale_rule(*, preset: str, data_dir: Path, split: str, overrides: Mapping[s
         return {}
     pick = choose_scales(box_sides=box_sides, image_sides=image_sides,
                          nominal_input=int(preset_defaults(preset)["input_size"]))
-    choices.append(f"scale: {pick.describe()}")
-    return {key: getattr(pick, key) for key in _SCALE_KEYS if key not in overrides}
+    chosen = {key: getattr(pick, key) for key in _SCALE_KEYS if key not in overrides}
+    used = dataclasses.replace(pick, **{key: overrides.get(key, getattr(pick, key)) for key in _SCALE_KEYS})
+    choices.append(f"scale: {used.describe()}")  # the crops used, explicit values included
+    return chosen
 
 
 def train_settings(
@@ -211,6 +214,10 @@ def train_settings(
         d.update(_scale_rule(preset=preset, data_dir=data_dir, split=train_split, overrides=overrides,
                              choices=choices))
     d.setdefault("val_scales", (d.get("test_scale", 1.0),))
+    if d.get("amp") == "auto":  # resolved here, so that config.json and a resume on another machine keep it
+        d["amp"] = resolve_amp("auto", device_type)
+        choices.append(f"amp {d['amp']}: " + ("this CPU computes bf16 natively" if d["amp"] == "bf16" else
+                                             f"fp32 (no native bf16 on this {device_type})"))
 
     model = model_config(preset, 1, corner_pool=d.pop("corner_pool", True), centre_head=d.pop("centre_head", False))
     data_cfg = DataConfig(**{k: v for k, v in d.items() if k in _DATA_KEYS})
