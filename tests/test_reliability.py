@@ -371,8 +371,10 @@ def test_huge_image_is_shrunk_for_the_network_and_boxes_stay_in_image_pixels(env
     assert abs(full[0, 0]) < 1e-6 and abs(full[0, 1]) < 1e-6
 
     out = env["R"] / "det_big"
+    # fp32: this untrained network's heatmaps are flat, and in bf16 they tie exactly, so the top corners all
+    # fall in the first output row and pair into no box (trained networks score alike in both, docs/performance.md)
     code, _, err = run_cli("detect", env["big.png"], "--checkpoint", env["ck.safetensors"], "--out", out,
-                           "--no-flip", "--max-side", "256", "--threshold", "0")
+                           "--no-flip", "--max-side", "256", "--threshold", "0", "--amp", "off")
     assert code == 0 and "Traceback" not in err
     entry = json.loads((out / "detections.json").read_text())["images"][0]
     assert (entry["width"], entry["height"]) == (10000, 10000)
