@@ -49,6 +49,7 @@ class ExportSummary:
     max_size: int | None
     opset: int
     max_abs_diff: float | None  # onnxruntime vs PyTorch on the export-size input; None without onnxruntime
+    calib_images: int | None = None  # an int8 graph: the calibration images read (None: a float graph)
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = False, height: int = 511,

@@ -27,15 +27,23 @@ def export_cmd(
     opset: int = typer.Option(17, "--opset", min=13, help="ONNX opset version."),
     offline: bool = typer.Option(False, "--offline", help="Never download: a named model must already be in "
                                  "the cache (the error says which file to place where)."),
+    int8: bool = typer.Option(False, "--int8", help="Write a statically quantised int8 graph (weights int8 per "
+                              "channel, activations uint8), calibrated on --calib-data (docs/deploy.md)."),
+    calib_data: Optional[Path] = typer.Option(None, "--calib-data", help="--int8: a folder of calibration images "
+                                              "like those the model will see (e.g. its training images)."),
+    calib_images: int = typer.Option(32, "--calib-images", min=1, help="--int8: calibration images read from "
+                                     "--calib-data (evenly spaced in name order)."),
 ) -> None:
     """Export the network (raw head outputs; decoding is a separate step, see docs/deploy.md) to ONNX."""
     from cornernet_cli.api import export
 
-    with _flag_errors("format", "max_size"):
+    with _flag_errors("format", "max_size", "int8", "calib_data"):
         s = export(checkpoint, out, format=format, dynamic=dynamic, height=height, width=width, max_size=max_size,
-                   opset=opset, offline=offline)
+                   opset=opset, offline=offline, int8=int8, calib_data=calib_data, calib_images=calib_images)
     size = f"dynamic up to {s.max_size} px a side" if s.dynamic else f"{height}x{width}"
     check = "" if s.max_abs_diff is None else f"; onnxruntime vs PyTorch max abs diff {s.max_abs_diff:.2e}"
+    if s.calib_images is not None:
+        check += f" before quantising; int8, calibrated on {s.calib_images} images"
     console.print(f"[green]exported[/] {s.out} (opset {s.opset}, {size}){check}")
 
 

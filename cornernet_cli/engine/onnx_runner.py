@@ -221,10 +221,10 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
 
 def check_amp(model: nn.Module, amp: str) -> None:
     """Refuse `amp` other than "off" for an ONNX graph: autocast changes PyTorch's precision only, and a graph
-    runs as exported (float32)."""
+    runs as exported (float32, or int8 inside a graph from `export --int8`)."""
     if isinstance(model, OnnxNetwork) and amp not in ("off", "auto"):
-        raise SettingError(f"amp {amp!r} applies to PyTorch checkpoints; {model.path} is an ONNX graph and runs in "
-                           f"float32 (use amp 'off')")
+        raise SettingError(f"amp {amp!r} applies to PyTorch checkpoints; {model.path} is an ONNX graph and runs as "
+                           f"exported (use amp 'off')")
 
 
 def fit_max_side(model: nn.Module, max_side: int) -> int:
