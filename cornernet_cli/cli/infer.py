@@ -124,7 +124,8 @@ def detect_cmd(
         console.print(f"{escape(src)}: {fps:.1f} frames per second", highlight=False)
     for s in report.skipped:
         Console(stderr=True).print(f"[yellow]skipped[/] {escape(s['file'])}: {escape(s['error'])}", highlight=False)
-    console.print(f"wrote {len(report.outputs)} files to {out} and {report.json_path} "
+    n = len(report.outputs)
+    console.print(f"wrote {n} file{'' if n == 1 else 's'} to {out} and {report.json_path} "
                   f"({report.time_ms.get('total', 0.0):.0f} ms per image)")
 
 
