@@ -7,13 +7,34 @@ corner_pool_speed.py), outside the package.
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
+import resource
 import statistics
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+from rich.table import Table
+
+from cornernet_cli.data.coco import CocoDetection
+from cornernet_cli.data.loader import build_train_dataset, collate, output_size_for
+from cornernet_cli.data.synthetic import generate_image, write_synthetic_dataset
+from cornernet_cli.data.transforms import normalize
+from cornernet_cli.decode import decode
+from cornernet_cli.engine.device import resolve_device
+from cornernet_cli.engine.inference import StageTimer, detect_images
+from cornernet_cli.engine.precision import amp_dtype, autocast
+from cornernet_cli.errors import CornerNetError
+from cornernet_cli.losses import CornerNetLoss
+from cornernet_cli.model import build_model
+from cornernet_cli.postprocess import merge_detections
+from cornernet_cli.targets import encode_targets
 
 
 def synthetic_heads(*, batch: int = 1, classes: int = 80, size: int = 128, objects: int = 30,
@@ -88,18 +109,12 @@ def peak_memory_mb(device: torch.device) -> float:
     process ever held, it never goes down)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-    import sys
-
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def environment(device: torch.device) -> dict:
     """Where and when: date, host CPU count, torch / numpy / Python versions, threads, GPU name, load average."""
-    import datetime
-    import platform
-
     env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -114,11 +129,6 @@ def _synthetic_batch(*, batch_size: int, input_size: int, num_classes: int, seed
                      output_stride: int = 4) -> dict[str, torch.Tensor]:
     """A training batch (loader.collate format) of synthetic shape images at input_size with real targets at
     ceil(input_size / output_stride)."""
-    from cornernet_cli.data.loader import collate, output_size_for
-    from cornernet_cli.data.synthetic import generate_image
-    from cornernet_cli.data.transforms import normalize
-    from cornernet_cli.targets import encode_targets
-
     rng = np.random.default_rng(seed)
     out_size = output_size_for(input_size, output_stride)
     samples = []
@@ -140,13 +150,7 @@ def bench_data(*, data: str | None = None, split: str = "train", input_size: int
     targets (at ceil(input_size / output_stride)), as TrainDataset[i] does. data: a --data folder; None: 16
     synthetic 256 x 256 shape images (4 classes) written to a temporary folder. Returns (images/s, description
     of the data)."""
-    import tempfile
 
-    import cv2
-
-    from cornernet_cli.data.coco import CocoDetection
-    from cornernet_cli.data.loader import build_train_dataset
-    from cornernet_cli.data.synthetic import write_synthetic_dataset
 
     old_threads, old_cv = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
@@ -197,8 +201,6 @@ class _Timing:
         self.loadavg[name] = os.getloadavg()[0]
 
     def autocast(self):
-        from cornernet_cli.engine.precision import autocast
-
         return autocast(self.device, self.dtype)
 
 
@@ -221,9 +223,6 @@ def _forward_figures(net: torch.nn.Module, t: _Timing, *, batch_size: int, input
 
 def _decode_figures(t: _Timing, *, num_classes: int, out: int, seed: int) -> dict:
     """decode_ms per image of a flip pair of synthetic heads [2, C, out, out]; soft_nms_ms of the pair's boxes."""
-    from cornernet_cli.decode import decode
-    from cornernet_cli.postprocess import merge_detections
-
     heads = tuple(v.to(t.device) for v in synthetic_heads(batch=2, classes=num_classes, size=out, seed=seed))
     t.phase("decode")
     result = {"decode_ms": t.ms(lambda: decode(*heads)) / 2}
@@ -239,9 +238,6 @@ def _decode_figures(t: _Timing, *, num_classes: int, out: int, seed: int) -> dic
 def _detect_figures(net: torch.nn.Module, t: _Timing, *, image_size: tuple[int, int], amp: str, seed: int) -> dict:
     """detect_ms (with flip; its stages in detect_stages_ms) and detect_noflip_ms of one synthetic image of
     image_size (h, w)."""
-    from cornernet_cli.data.synthetic import generate_image
-    from cornernet_cli.engine.inference import StageTimer, detect_images
-
     dev = t.device
     h, w = image_size
     picture = generate_image(np.random.default_rng(seed), image_size=max(h, w))[0][:h, :w].copy()
@@ -262,8 +258,6 @@ def _train_figures(model: torch.nn.Module, net: torch.nn.Module, t: _Timing, *, 
                    num_classes: int, fmt: torch.memory_format, amp: str, seed: int) -> dict:
     """train_step_ms and train_images_per_s: an Adam step of CornerNetLoss on a synthetic batch
     [batch_size, 3, S, S] with its targets. Leaves `model` in eval mode."""
-    from cornernet_cli.losses import CornerNetLoss
-
     dev = t.device
     batch = {k: v.to(dev) for k, v in _synthetic_batch(batch_size=batch_size, input_size=input_size,
                                                        num_classes=num_classes, seed=seed,
@@ -310,11 +304,6 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
     amp: off | bf16 | fp16 (autocast; CUDA mainly; on the CPU only bf16 is allowed); channels_last: default True.
     Returns a JSON-ready dict with the settings, the environment and load averages per phase.
     """
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.precision import amp_dtype
-    from cornernet_cli.errors import CornerNetError
-    from cornernet_cli.model import build_model
-
     dev = resolve_device(device)
     if channels_last is None:
         channels_last = True
@@ -362,8 +351,6 @@ def run_bench(*, preset: str = "small", device: str = "cpu", input_size: int = 5
 
 def results_table(result: dict):
     """A rich table of run_bench's figures (one row per metric, with what it measures)."""
-    from rich.table import Table
-
     s = result["settings"]
     title = (f"cornernet bench: {s['preset']} on {s['device']}, input {s['input_size']}, batch {s['batch_size']}, "
              f"amp {s['amp']}{', channels_last' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from typing import Any
 from rich.console import Console
 
 from cornernet_cli.config import DataConfig
+from cornernet_cli.data.synthetic import write_synthetic_dataset
+from cornernet_cli.detect import detect
+from cornernet_cli.engine import train as engine_train
+from cornernet_cli.engine.device import resolve_device
+from cornernet_cli.engine.evaluate import evaluate
 from cornernet_cli.engine.settings import TrainSettings, step_schedule, train_settings
 
 # The demo's settings: small images so that a CPU trains the `small-fast` preset in minutes. The synthetic shapes
@@ -43,8 +49,6 @@ class DemoResult:
 
 def _same_synthetic_data(data_dir: Path, gen: dict, num_train: int, num_val: int) -> bool:
     """True when data_dir holds the synthetic train/val splits these settings would generate."""
-    import json
-
     for split, count in (("train", num_train), ("val", num_val)):
         try:
             doc = json.loads((data_dir / "annotations" / f"{split}.json").read_text())
@@ -62,8 +66,6 @@ def _same_synthetic_data(data_dir: Path, gen: dict, num_train: int, num_val: int
 
 def _same_run(run_dir: Path, model_cfg, train_cfg) -> bool:
     """True when run_dir/config.json records this model and these training settings."""
-    import json
-
     try:
         saved = json.loads((run_dir / "config.json").read_text())
         model = {k: v for k, v in json.loads(json.dumps(model_cfg.to_dict())).items() if k != "num_classes"}
@@ -98,12 +100,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     if unknown:
         raise ValueError(f"unknown demo settings: {', '.join(sorted(unknown))}")
     cfg = {**DEMO, **overrides}
-    from cornernet_cli.data.synthetic import write_synthetic_dataset
-    from cornernet_cli.detect import detect
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.evaluate import evaluate
-    from cornernet_cli.engine.train import train
-
     resolve_device(device)  # an unavailable device fails before the data is generated
     console = console or Console(stderr=True)
     out = Path(out_dir)
@@ -130,8 +126,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, device: str = 
     resume = (not regenerated and (run_dir / "state.safetensors").is_file()
               and not (run_dir / "summary.json").is_file() and _same_run(run_dir, run.model, run.train))
     # the demo owns OUT: what it does not resume it deliberately replaces; it validates once, in step 3
-    train(data_dir=data_dir, out_dir=run_dir, model_cfg=run.model, data_cfg=run.data,
-          train_cfg=run.train, device=device, resume=resume, exist_ok=not resume, log_every=25, save_every=200)
+    engine_train.train(data_dir=data_dir, out_dir=run_dir, model_cfg=run.model, data_cfg=run.data,
+                       train_cfg=run.train, device=device, resume=resume, exist_ok=not resume, log_every=25,
+                       save_every=200)
     minutes["train"] = (time.perf_counter() - t0) / 60
     checkpoint = run_dir / "best.safetensors"
 

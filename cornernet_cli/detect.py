@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from rich.table import Table
 
 from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
@@ -27,7 +28,18 @@ from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image, write_image
 from cornernet_cli.data.live import FpsMeter, display_problem, read_frames, show_frame, source_name, stream_source
 from cornernet_cli.decoder import Decoder
 from cornernet_cli.drawing import Style, class_colour, draw_box, upscale
+from cornernet_cli.engine.checkpoint import test_scales
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import StageTimer, detect_images
+from cornernet_cli.engine.onnx_runner import (
+    check_amp,
+    fit_max_side,
+    load_network,
+    read_network_metadata,
+    resolve_network,
+)
+from cornernet_cli.engine.precision import amp_dtype
+from cornernet_cli.engine.rundir import claim_output
 from cornernet_cli.errors import CornerNetError
 from cornernet_cli.hub import known_names
 
@@ -71,8 +83,6 @@ def find_checkpoint(checkpoint: str | Path | None, *, offline: bool = False, run
                     ) -> Path:
     """The checkpoint file for `checkpoint`: a file, a named model (`cornernet_cli.hub.resolve_weights`) or an
     exported .onnx graph, or, when None, the newest runs/*/best.safetensors."""
-    from cornernet_cli.engine.onnx_runner import resolve_network
-
     if checkpoint is None:
         return newest_checkpoint(runs_dir)
     return resolve_network(checkpoint, offline=offline)
@@ -249,12 +259,6 @@ def detect(
     refused unless `exist_ok`; the same job writes them again. `out` is locked while this runs, and
     detections.json is written atomically.
     """
-    from cornernet_cli.engine.checkpoint import test_scales
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, read_network_metadata
-    from cornernet_cli.engine.precision import amp_dtype
-    from cornernet_cli.engine.rundir import claim_output
-
     device = resolve_device(device)
     amp_dtype(amp, device)  # a bad amp fails before any work
     ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
@@ -370,8 +374,6 @@ def _detect_video(source: Path | int | str, out: Path, *, run: Callable[[np.ndar
 
 def report_table(report: DetectReport, max_rows: int = 50):
     """A rich table: one row per image / video (file, detections, the strongest three)."""
-    from rich.table import Table
-
     table = Table(title=f"detections ({report.checkpoint})")
     table.add_column("file")
     table.add_column("frames", justify="right")

@@ -25,7 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cornernet_cli.engine import checkpoint as checkpoint_io
 from cornernet_cli.errors import CornerNetError, SettingError
+from cornernet_cli.hub import resolve_weights
+from cornernet_cli.model import set_export_mode
 from cornernet_cli.model.cornernet import CENTRE_NAMES, OUTPUT_NAMES
 
 
@@ -70,10 +73,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
             report the max abs difference to PyTorch.
         offline: never download a named model.
     """
-    from cornernet_cli.engine.checkpoint import load_model
-    from cornernet_cli.hub import resolve_weights
-    from cornernet_cli.model import set_export_mode
-
     try:
         import onnx
     except ImportError:
@@ -82,7 +81,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, dynamic: bool = Fals
     if dynamic and max_size < max(height, width):
         raise SettingError(f"max_size {max_size} is smaller than the example input {height}x{width}")
 
-    model, meta = load_model(resolve_weights(checkpoint, offline=offline))
+    model, meta = checkpoint_io.load_model(resolve_weights(checkpoint, offline=offline))
     stride = model.output_stride
     if height < stride or width < stride:
         raise CornerNetError(f"input size {height}x{width} is too small (at least {stride} pixels a side)")

@@ -40,7 +40,10 @@ import torch
 
 from cornernet_cli.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from cornernet_cli.config import PRESETS, ModelConfig, model_config
+from cornernet_cli.data.transforms import STD
+from cornernet_cli.engine.checkpoint import save_checkpoint
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.model.cornernet import CornerNet
 
 FORMATS = ("original", "mmdetection", "squeeze")
 
@@ -178,8 +181,6 @@ def mmdet_stem_to_ours(weight: torch.Tensor) -> torch.Tensor:
     With p the BGR pixel in 0..1, ours sees (p - mean) / std and mmdetection (255 p - M) / S per RGB channel;
     the factor 255 std / S maps one to the other (up to the means' difference, see the module docstring).
     """
-    from cornernet_cli.data.transforms import STD
-
     std_bgr = torch.as_tensor(STD, dtype=torch.float64)
     mm_std_bgr = torch.tensor(MMDET_STD_RGB, dtype=torch.float64).flip(0)
     factor = (255.0 * std_bgr / mm_std_bgr).to(device=weight.device, dtype=weight.dtype)
@@ -337,8 +338,6 @@ def fit_state(state: dict[str, torch.Tensor], config: ModelConfig, *, source_nam
     ``load_state_dict(state, assign=True)``. Raises CornerNetError naming unfilled target keys, unused source keys
     (by their source names when `source_names` maps ours to them) and shape mismatches.
     """
-    from cornernet_cli.model.cornernet import CornerNet
-
     with torch.device("meta"):
         model = CornerNet.from_config(config)
     target = model.state_dict()
@@ -372,8 +371,6 @@ def import_weights(src: str | Path, *, fmt: str, out: str | Path, classes: str =
     tensor must land on one of ours and every one of ours must be filled; otherwise CornerNetError names
     the keys. The result loads with `cornernet_cli.engine.checkpoint.load_model`.
     """
-    from cornernet_cli.engine.checkpoint import save_checkpoint
-
     src = Path(src)
     state, source_names = rename_state_dict(read_source(src, fmt), fmt, origin=str(src))
     config = infer_config(state, origin=str(src))

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cornernet_cli.data.image_io import IMAGE_SUFFIXES
+from cornernet_cli.config import DecodeConfig, preset_test_settings
+from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image
+from cornernet_cli.data.transforms import flip_image, prepare_test_image
+from cornernet_cli.engine.checkpoint import test_scales
+from cornernet_cli.engine.onnx_runner import fit_max_side, load_onnx
 from cornernet_cli.errors import CornerNetError, SettingError
 
 
@@ -45,12 +49,6 @@ def calibration_inputs(graph: str | Path, files: list[Path]) -> Iterator[np.ndar
     """The network inputs `detect` would feed `graph` (a float graph from `export_onnx`) for each image file:
     float32 [1, 3, H, W] per test scale, then the mirrored copy when the preset's test procedure flips; a static
     graph's inputs padded to its size, as `OnnxNetwork` pads them."""
-    from cornernet_cli.config import DecodeConfig, preset_test_settings
-    from cornernet_cli.data.image_io import read_image
-    from cornernet_cli.data.transforms import flip_image, prepare_test_image
-    from cornernet_cli.engine.checkpoint import test_scales
-    from cornernet_cli.engine.onnx_runner import fit_max_side, load_onnx
-
     net, meta = load_onnx(graph, threads=1)
     max_side = fit_max_side(net, DecodeConfig().max_side)
     flip = preset_test_settings(meta["model_config"])["flip"]

@@ -19,9 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cornernet_cli import detect as detect_module
+from cornernet_cli.data.image_io import read_image
 from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.decode import topk_corners
+from cornernet_cli.engine import checkpoint as checkpoint_io
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import heads_and_detections
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.targets import encode_targets, gaussian_radius
 
 STRIDE_NOTE = "one block = one output cell"
 
@@ -49,8 +55,6 @@ def top_corners(heat: torch.Tensor, emb: torch.Tensor, off: torch.Tensor, *, k: 
 
     Returns score [k], cls [k], cell [k, 2] (x, y integer cell), emb [k], off [k, 2] (x, y output pixels).
     """
-    from cornernet_cli.decode import topk_corners
-
     c, h, w = heat.shape
     score, index = topk_corners(heat[None], k=min(k, c * h * w), kernel=3)
     score, index = score[0], index[0]
@@ -143,6 +147,7 @@ class _View:
 def _draw_boxes(ax, view: _View, dets: np.ndarray, names: Sequence[str], *, threshold: float) -> None:
     """Decoded boxes `dets` [N, 6] (x1, y1, x2, y2 image pixels, score, class) above `threshold` (else the
     best five), with their paired corners joined."""
+    # matplotlib stays lazy here and below: pyplot takes 0.4 s to import (python -X importtime)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -224,9 +229,7 @@ def _draw_classes(fig, panels: list, view: _View, tl_p: torch.Tensor, br_p: torc
 def _draw_targets(ax, view: _View, gt_boxes: np.ndarray, gt_names: Sequence[str], names: Sequence[str]) -> None:
     """The training targets of `gt_boxes` [N, 4] (x1, y1, x2, y2 image pixels) at this image's geometry:
     gaussians, their radii as circles, the boxes dotted."""
-    from matplotlib.patches import Circle, Rectangle
-
-    from cornernet_cli.targets import encode_targets, gaussian_radius
+    from matplotlib.patches import Circle, Rectangle  # lazy: matplotlib (see _draw_boxes)
 
     lb = view.lb
     labels = np.array([names.index(n) for n in gt_names], dtype=np.int64)
@@ -273,21 +276,16 @@ def visualize_heatmaps(
     offline: never download a named model. Returns the PNG path (default <image stem>_heatmaps.png next to
     the working directory).
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (see _draw_boxes)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cornernet_cli.data.image_io import read_image
-    from cornernet_cli.detect import find_checkpoint
-    from cornernet_cli.engine.checkpoint import load_model, test_scales
-    from cornernet_cli.engine.device import resolve_device
-
     image_path = Path(image_path)
     device = resolve_device(device)
-    ckpt = find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
-    model, meta = load_model(ckpt, device=device)
-    scale = test_scales(meta, (scale,) if scale else None)[0]
+    ckpt = detect_module.find_checkpoint(checkpoint, offline=offline, runs_dir=runs_dir)
+    model, meta = checkpoint_io.load_model(ckpt, device=device)
+    scale = checkpoint_io.test_scales(meta, (scale,) if scale else None)[0]
     names: list[str] = meta["class_names"]
     for c in classes or []:
         if c not in names:

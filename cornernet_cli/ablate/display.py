@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cornernet_cli.ablate.variants import VARIANTS
 
@@ -21,8 +22,6 @@ class Display:
     """
 
     def __init__(self, *, names: list[str], iters: int, folder: Path, console: Console, enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.names, self.iters, self._folder, self.console = names, iters, folder, console
         self.live = enabled and console.is_terminal
         self.enabled = enabled

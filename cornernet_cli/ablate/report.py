@@ -9,6 +9,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cornernet_cli.ablate.settings import Settings
 from cornernet_cli.ablate.variants import STUDIES, VARIANTS
 from cornernet_cli.atomic import atomic_write, write_json
@@ -26,8 +28,6 @@ def read_json(path: Path) -> dict | None:
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     """CPU model (/proc/cpuinfo), core count, torch version and threads, and the GPU name on CUDA."""
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

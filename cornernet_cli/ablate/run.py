@@ -18,6 +18,11 @@ from cornernet_cli.ablate.report import METRIC_COLUMNS, machine_info, pct, read_
 from cornernet_cli.ablate.settings import Settings, evaluation_split, shared_overrides
 from cornernet_cli.ablate.variants import VARIANTS, Variant, run_order
 from cornernet_cli.atomic import write_json
+from cornernet_cli.engine import checkpoint as checkpoint_io
+from cornernet_cli.engine import train as engine_train
+from cornernet_cli.engine.device import resolve_device
+from cornernet_cli.engine.evaluate import evaluate_model
+from cornernet_cli.engine.rundir import claim_output
 from cornernet_cli.errors import CornerNetError
 
 
@@ -41,8 +46,6 @@ def _check_same_setup(folder: Path, want: dict[str, Any], *, exist_ok: bool) -> 
 
 def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tuple[str, dict[str, Any]]:
     """Train (or resume) one variant in out_dir/<name>. Returns (status, training facts)."""
-    from cornernet_cli.engine.train import train
-
     folder = s.out_dir / v.name
     run = s.variant(v)
     stale = _check_same_setup(folder, {"iters": s.iters, "batch_size": s.batch_size, "seed": s.seed,
@@ -65,10 +68,11 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
             if resume:
                 log(f"    {v.name}: resuming the interrupted run in {folder}")
             t0 = time.perf_counter()
-            result = train(data_dir=s.data_dir, out_dir=folder, model_cfg=run.model, data_cfg=run.data,
-                           train_cfg=run.train, val_dir=None, device=s.device, resume=resume, exist_ok=not resume,
-                           log_every=max(1, min(10, s.iters // 20)),
-                           save_every=max(1, min(500, s.iters // 4)), max_minutes=remaining, progress=progress)
+            result = engine_train.train(
+                data_dir=s.data_dir, out_dir=folder, model_cfg=run.model, data_cfg=run.data, train_cfg=run.train,
+                val_dir=None, device=s.device, resume=resume, exist_ok=not resume,
+                log_every=max(1, min(10, s.iters // 20)), save_every=max(1, min(500, s.iters // 4)),
+                max_minutes=remaining, progress=progress)
             book["train_seconds"] += time.perf_counter() - t0
             book_path.write_text(json.dumps(book))
             if result.status in ("interrupted", "stopped"):
@@ -84,10 +88,7 @@ def _train_variant(v: Variant, s: Settings, *, log: Any, progress: bool) -> tupl
 def _evaluate_variant(v: Variant, s: Settings, checkpoint: Path, detections: Path) -> dict[str, Any]:
     """The variant's metrics (METRIC_COLUMNS, AR100, per_class, images, detections, eval_seconds); its COCO
     detections go to `detections`."""
-    from cornernet_cli.engine.checkpoint import load_model
-    from cornernet_cli.engine.evaluate import evaluate_model
-
-    model, meta = load_model(checkpoint, device=s.device)
+    model, meta = checkpoint_io.load_model(checkpoint, device=s.device)
     t0 = time.perf_counter()
     m = evaluate_model(model, s.data_dir, s.split, device=s.device, class_names=meta["class_names"], flip=s.flip,
                        max_images=s.max_images, oracle=v.oracle, oracle_gt_embeddings=False,
@@ -199,9 +200,6 @@ def run_ablation(
     An out_dir holding an ablation with other settings (ablation.json's job) is refused unless `exist_ok`
     (then its variants are trained and evaluated afresh); out_dir is locked while this runs.
     """
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.rundir import claim_output
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     unknown = [n for n in variants if n not in VARIANTS]
     if unknown or not variants:

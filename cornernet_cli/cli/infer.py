@@ -1,5 +1,9 @@
 """`eval`, `detect` and `visualize-heatmaps`: a trained model run on images."""
 
+# The command modules import their implementations inside each command, not at the top: moving those imports
+# to the top made `cornernet --help` take 3.7 s instead of 0.16 s (median of 5, 2026-12-01; it then imports
+# torch and the whole package).
+
 from __future__ import annotations
 
 from pathlib import Path

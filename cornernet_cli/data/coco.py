@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from cornernet_cli.data.image_io import read_image
 from cornernet_cli.errors import CornerNetError
@@ -50,8 +52,6 @@ def available_splits(data_dir: str | Path) -> list[str]:
 def _fallback_root(data_dir: Path, root: Path, ann: Path) -> Path:
     """The image folder when the expected one is missing: the first of DIR/images, DIR, DIR/*2017 that holds
     the split's first image (COCO subsets such as coco128 keep train2017 images in val2017/)."""
-    import json
-
     try:
         images = json.loads(ann.read_text()).get("images") or []
     except (OSError, ValueError):
@@ -104,8 +104,6 @@ def resolve_split(data_dir: str | Path, split: str) -> tuple[Path, Path]:
 
 def load_coco(ann_path: str | Path):
     """pycocotools COCO object for `ann_path`, quietly; CornerNetError naming the file when it is not COCO JSON."""
-    from pycocotools.coco import COCO
-
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(ann_path))

@@ -24,6 +24,7 @@ from cornernet_cli.atomic import write_json
 from cornernet_cli.data.coco import SPLITS
 from cornernet_cli.data.records import Problem, RawImage, SourceData
 from cornernet_cli.data.sources import read_coco, read_voc, read_yolo
+from cornernet_cli.data.synthetic import write_synthetic_dataset
 from cornernet_cli.data.validate import SplitResult, validate_split
 from cornernet_cli.engine.rundir import claim_output
 from cornernet_cli.errors import CornerNetError, SettingError
@@ -170,8 +171,6 @@ def synthetic_report(out: str | Path, *, num_train: int = 200, num_val: int = 50
 
 
 def _synthetic_into(out: Path, job: dict, **settings) -> PrepareReport:
-    from cornernet_cli.data.synthetic import write_synthetic_dataset
-
     docs = write_synthetic_dataset(out, **settings)
     seed = settings["seed"]
     names = next(iter(docs.values()))["categories"] if docs else []

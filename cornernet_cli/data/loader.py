@@ -17,8 +17,11 @@ from a worker's global state, so the same seed gives the same batches whatever t
 from __future__ import annotations
 
 import math
+import os
+import signal
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -27,6 +30,7 @@ from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.letterbox import output_size
 from cornernet_cli.data.transforms import MEAN, STD, train_transform
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.targets import encode_targets
 
 BATCH_KEYS = ("image", "tl_heat", "br_heat", "tl_index", "br_index", "tl_off", "br_off", "mask")
 
@@ -66,8 +70,6 @@ class TrainDataset(Dataset):
         self._seed = int(seed)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from cornernet_cli.targets import encode_targets
-
         seed, self._seed = self._seed, None
         rng = np.random.default_rng(seed if seed is not None else np.random.randint(2**31))
         sample = self.base[index]
@@ -164,10 +166,6 @@ class _Seeded(Dataset):
 
 
 def _worker_init(worker_id: int) -> None:
-    import os
-    import signal
-
-    import cv2
 
     # Ctrl-C and a scheduler's SIGTERM reach the whole process group; the main process saves and stops the
     # run at the next step boundary, so workers must outlive that signal (a dead worker makes the loader

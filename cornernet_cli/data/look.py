@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from cornernet_cli.config import DataConfig
 from cornernet_cli.data.coco import CocoDetection, available_splits
 from cornernet_cli.data.image_io import write_image
+from cornernet_cli.data.loader import build_train_dataset
 from cornernet_cli.data.transforms import MEAN, STD
 from cornernet_cli.drawing import Style, class_colour, draw_box, fit, mosaic
 from cornernet_cli.engine.settings import TrainSettings, train_settings
@@ -113,8 +114,6 @@ def training_view(sample: dict, class_names: Sequence[str], tile: int) -> np.nda
 
 
 def _crops_mosaic(ds: CocoDetection, data_cfg: DataConfig, indices: list[int], seed: int, tile: int) -> np.ndarray:
-    from cornernet_cli.data.loader import build_train_dataset
-
     train = build_train_dataset(ds, input_size=data_cfg.input_size, data_cfg=data_cfg)
     tiles, titles = [], []
     for n, i in enumerate(indices):

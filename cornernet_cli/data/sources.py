@@ -15,6 +15,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from cornernet_cli.data.coco import available_splits, contained_path, resolve_split
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES
 from cornernet_cli.data.records import Problem, RawBox, RawImage, SourceData
 from cornernet_cli.errors import CornerNetError
@@ -35,8 +36,6 @@ def _voc_root(source: Path) -> Path:
 
 
 def _voc_image(root: Path, stem: str, filename: str | None) -> Path:
-    from cornernet_cli.data.coco import contained_path
-
     # only a name inside JPEGImages/ is used ("../x" or "/x" falls back to the XML's stem)
     named = contained_path(root / "JPEGImages", filename.strip()) if filename else None
     if named is not None and named.exists():
@@ -243,8 +242,6 @@ def read_yolo(source: Path) -> SourceData:
 
 
 def _read_coco_json(ann_path: Path, image_root: Path, split: str, data: SourceData | None) -> SourceData:
-    from cornernet_cli.data.coco import contained_path
-
     try:
         doc = json.loads(Path(ann_path).read_text(encoding="utf-8-sig"))
         cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
@@ -315,8 +312,6 @@ def _read_coco_json(ann_path: Path, image_root: Path, split: str, data: SourceDa
 def read_coco(source: Path) -> SourceData:
     """A COCO root (annotations/instances_{split}2017.json + {split}2017/), a prepare-data folder, or one JSON file
     (images relative to its folder; treated as a source without split). Image ids and category ids are kept."""
-    from cornernet_cli.data.coco import available_splits, resolve_split
-
     source = Path(source)
     if source.is_file():
         data = _read_coco_json(source, source.parent, "all", None)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from cornernet_cli.data.image_io import write_image
+from cornernet_cli.errors import SettingError
 
 # class name -> base colour (BGR)
 SHAPES: dict[str, tuple[int, int, int]] = {
@@ -127,8 +128,6 @@ def write_synthetic_dataset(out: str | Path, *, num_train: int = 200, num_val: i
     out = Path(out)
     names = list(SHAPES)[:num_classes]
     if not 1 <= num_classes <= MAX_CLASSES:
-        from cornernet_cli.errors import SettingError
-
         raise SettingError(f"num_classes must be in 1..{MAX_CLASSES} for synthetic data, got {num_classes}")
     docs = {}
     for split_no, (split, count) in enumerate((("train", num_train), ("val", num_val))):

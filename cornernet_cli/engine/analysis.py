@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 IOU = 0.5  # the IoU of every curve except the 0.5:0.95 mean: pycocotools' first threshold
 THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)  # score thresholds of the curves written to JSON
@@ -171,8 +172,6 @@ def confusion_matrix(outcomes: dict[int, ImageOutcome], class_names: list[str]) 
     """Counts [K + 1, K + 1] (rows: true class, columns: predicted class; index K is background) from the
     image outcomes, and the same normalised by each row's total (None for an empty row). Each false positive,
     strongest first, takes the missed ground-truth box of another class it overlaps most at IoU >= 0.5."""
-    from pycocotools import mask as mask_utils
-
     k = len(class_names)
     index = {n: i for i, n in enumerate(class_names)}
     counts = np.zeros((k + 1, k + 1), dtype=np.int64)

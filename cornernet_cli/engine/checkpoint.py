@@ -26,7 +26,9 @@ from torch import nn
 
 from cornernet_cli.atomic import atomic_write
 from cornernet_cli.config import ModelConfig
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.errors import CornerNetError
+from cornernet_cli.model.cornernet import CornerNet
 
 FORMAT = "cornernet-checkpoint"
 FORMAT_VERSION = 1
@@ -145,8 +147,6 @@ def check_fits_header(path: str | Path, config: ModelConfig, header: dict[str, t
     the file's header, checked before any parameter is allocated: first against `least_size` (a config that
     asks for more elements or tensors than the file holds), then against the network built on the meta
     device (shapes only, no memory)."""
-    from cornernet_cli.model.cornernet import CornerNet
-
     elements, tensors = least_size(config)
     held = sum(math.prod(shape) for shape in header.values())
     if elements > held or tensors > len(header):
@@ -206,9 +206,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """Rebuild the model from a checkpoint alone. Returns (model in eval mode on `device`, meta).
 
     The weights are in channels_last memory format (faster convolutions on the CPU and on GPUs)."""
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.model.cornernet import CornerNet
-
     device = resolve_device(device)
     state, meta = read_checkpoint(path)
     model = CornerNet.from_config(meta["model_config"])

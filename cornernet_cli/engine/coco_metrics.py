@@ -11,13 +11,14 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def _empty_results(coco_gt):
     """A COCO results object with no detections (pycocotools' loadRes refuses an empty list)."""
-    from pycocotools.coco import COCO
-
     res = COCO()
     res.dataset = {"images": list(coco_gt.dataset.get("images", [])),
                    "categories": list(coco_gt.dataset.get("categories", [])), "annotations": []}
@@ -29,8 +30,6 @@ def _empty_results(coco_gt):
 def run_cocoeval(coco_gt, results: list[dict], image_ids: Sequence[int]):
     """pycocotools COCOeval (bbox) of `results` (COCO result entries) over `image_ids` of `coco_gt`, evaluated,
     accumulated and summarised (quietly)."""
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):
         # loadRes adds keys to the dicts it gets (id, area, ...): give it copies.
         copies = [dict(r, bbox=list(r["bbox"])) for r in results]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cornernet_cli.data.coco import CocoDetection
+from cornernet_cli.engine import analysis
 
 # Files `write_analysis` writes next to the results (plots_dir).
 PLOT_FILES = {"pr_curve": "pr_curve.png", "threshold_curves": "threshold_curves.png",
@@ -23,9 +24,8 @@ def write_analysis(ev, dataset: CocoDetection, out_dir: str | Path, *, gallery: 
 
     Returns {"best_f1": {threshold, f1, precision, recall, tp, fp, fn}, "plots": {key: path}}.
     """
+    # lazy: cornernet_cli.plots imports matplotlib (0.6 s, python -X importtime), paid only when plotting
     from cornernet_cli import plots
-    from cornernet_cli.engine import analysis
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {k: out_dir / v for k, v in PLOT_FILES.items()}

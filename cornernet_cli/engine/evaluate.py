@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from rich.progress import Progress
+from rich.table import Table
 from torch import nn
 
 from cornernet_cli.atomic import write_json
@@ -39,11 +41,16 @@ from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection, Sample
 from cornernet_cli.data.letterbox import padded_size
 from cornernet_cli.decoder import Decoder
+from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.coco_metrics import METRICS, run_cocoeval, summary_metrics
+from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.eval_plots import write_analysis
 from cornernet_cli.engine.inference import StageTimer, detect_images
+from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
 from cornernet_cli.engine.oracle import ORACLES, detect_with_oracle
+from cornernet_cli.engine.precision import amp_dtype
+from cornernet_cli.engine.rundir import claim_output
 from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.postprocess import to_coco_results
 
@@ -202,8 +209,6 @@ def _coco_results(dataset: CocoDetection, batches: list[list[int]], detect: Call
                   cat_ids: Sequence[int], *, progress: bool, label: str) -> list[dict]:
     """COCO result entries of every image in `batches` (dataset indices), detected a batch at a time by
     `detect` (samples -> one [N, 6] array per sample), with a progress bar when `progress`."""
-    from rich.progress import Progress
-
     results: list[dict] = []
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task(label, total=sum(map(len, batches)))
@@ -261,12 +266,6 @@ def evaluate(
     metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
     at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
     locked against a second process (`cornernet_cli.engine.rundir`)."""
-    from cornernet_cli.engine.checkpoint import test_scales
-    from cornernet_cli.engine.device import resolve_device
-    from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
-    from cornernet_cli.engine.precision import amp_dtype
-    from cornernet_cli.engine.rundir import claim_output
-
     # Under torchrun, "cuda" is this process's GPU (cuda:LOCAL_RANK).
     device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     amp_dtype(amp, device)  # a bad amp fails before any work
@@ -323,8 +322,6 @@ def evaluate(
 
 def metrics_tables(metrics: dict[str, Any]) -> list:
     """Rich tables: the summary metrics, per-class AP and the time per image."""
-    from rich.table import Table
-
     summary = Table(title=f"COCO bbox metrics ({metrics.get('images', '?')} images, split {metrics.get('split')})")
     for name in METRICS[:9]:
         summary.add_column(name, justify="right")

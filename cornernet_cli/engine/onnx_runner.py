@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from cornernet_cli.config import ModelConfig
+from cornernet_cli.engine import checkpoint as checkpoint_io
 from cornernet_cli.errors import CornerNetError, SettingError
+from cornernet_cli.hub import resolve_weights
 from cornernet_cli.model.cornernet import CornerOutputs
 
 META_KEYS = ("cornernet_model_config", "cornernet_class_names", "cornernet_category_ids")
@@ -41,7 +43,7 @@ def is_onnx(path: str | Path) -> bool:
 
 
 def _providers(device: torch.device, path: Path) -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional dependency (the onnx extra): imported only for an .onnx model
 
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
@@ -81,7 +83,7 @@ class OnnxNetwork(nn.Module):
     def __init__(self, path: str | Path, *, config: ModelConfig, max_size: int, static_size: tuple[int, int] | None,
                  device: torch.device | str = "cpu", threads: int | None = None):
         super().__init__()
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional dependency (the onnx extra)
 
         self.path = Path(path)
         self.config = config
@@ -146,13 +148,11 @@ def _graph_meta(graph: Any, path: Path) -> dict[str, Any]:
     meta = _meta_from_graph({p.key: p.value for p in graph.metadata_props}, path)
     if meta is not None:
         return meta
-    from cornernet_cli.engine.checkpoint import read_metadata
-
     beside = path.with_suffix(".safetensors")
     if not beside.is_file():
         raise CornerNetError(f"{path} carries no cornernet metadata (class names, model config) and there is no "
                              f"checkpoint {beside} beside it: export it again with `cornernet export`")
-    return read_metadata(beside)
+    return checkpoint_io.read_metadata(beside)
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
@@ -196,8 +196,6 @@ def resolve_network(source: str | Path, *, offline: bool = False, progress: bool
         if not Path(source).is_file():
             raise CornerNetError(f"ONNX model not found: {source}")
         return Path(source)
-    from cornernet_cli.hub import resolve_weights
-
     return resolve_weights(source, offline=offline, progress=progress)
 
 
@@ -205,18 +203,14 @@ def read_network_metadata(path: str | Path) -> dict[str, Any]:
     """The meta of a checkpoint (`read_metadata`) or of an exported graph (`read_onnx_metadata`)."""
     if is_onnx(path):
         return read_onnx_metadata(path)
-    from cornernet_cli.engine.checkpoint import read_metadata
-
-    return read_metadata(path)
+    return checkpoint_io.read_metadata(path)
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A checkpoint (.safetensors, `load_model`) or an exported graph (.onnx, `load_onnx`) -> (network, meta)."""
     if is_onnx(path):
         return load_onnx(path, device)
-    from cornernet_cli.engine.checkpoint import load_model
-
-    return load_model(path, device=device)
+    return checkpoint_io.load_model(path, device=device)
 
 
 def check_amp(model: nn.Module, amp: str) -> None:
