@@ -4,7 +4,8 @@ Each timed pass is a fresh worker process (`--runner`) that loads its model, war
 then times one pass over all images end to end (read the file, prepare, network, decode / NMS, draw, write the
 annotated image); the driver runs the variants in turn, `--repeats` times, and reports the median ms per image.
 Variants: `cornernet detect` with the CLI's default flags (amp auto, the preset's flip, the trained test
-scale), the same with `--no-flip`, and YOLO `predict(save=True)` (imgsz 640, conf 0.25, its defaults).
+scale), the same with `--flip`, with `--int8 GRAPH` also that graph (`cornernet export --int8`) with its
+defaults, and YOLO `predict(save=True)` (imgsz 640, conf 0.25, its defaults).
 
 YOLO runs in its own venv (ultralytics is not a dependency of this package; never import this module from the
 tests): `python3 -m venv /work/venv-yolo && /work/venv-yolo/bin/pip install ultralytics`. Without network
@@ -12,7 +13,8 @@ access to its weight downloads, `--yolo yolo26n.yaml` builds the network with ra
 time, but a different NMS load from trained weights.
 
     python -m benchmarks.yolo_side_by_side --checkpoint last.safetensors --images DIR --yolo-python \\
-        /work/venv-yolo/bin/python [--yolo yolo26n.yaml] [--num-images 20] [--threads 1,2] [--repeats 3]
+        /work/venv-yolo/bin/python [--yolo yolo26n.yaml] [--int8 int8.onnx] [--num-images 20] [--threads 1,2] \\
+        [--repeats 3]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VARIANTS = ("cornernet detect", "cornernet detect --no-flip", "yolo predict")
+FLIP = {"cornernet": None, "cornernet-flip": True, "cornernet-int8": None}  # runner -> detect's flip
 
 
 def _files(folder: Path, n: int) -> list[Path]:
@@ -67,20 +69,23 @@ def worker(args: argparse.Namespace) -> None:
         if args.runner == "yolo":
             seconds = run_yolo(args.yolo, files, Path(tmp))
         else:
-            seconds = run_cornernet(str(args.checkpoint), files, Path(tmp),
-                                    flip=False if args.runner == "cornernet-no-flip" else None)
+            model = args.int8 if args.runner == "cornernet-int8" else args.checkpoint
+            seconds = run_cornernet(str(model), files, Path(tmp), flip=FLIP[args.runner])
     print(json.dumps({"ms_per_image": seconds * 1e3 / len(files), "torch": torch.__version__}))
 
 
 def driver(args: argparse.Namespace) -> None:
     here = Path(__file__).resolve().parent.parent
     runners = {"cornernet detect": (sys.executable, "cornernet"),
-               "cornernet detect --no-flip": (sys.executable, "cornernet-no-flip"),
-               "yolo predict": (args.yolo_python, "yolo")}
+               "cornernet detect --flip": (sys.executable, "cornernet-flip")}
+    if args.int8 is not None:
+        runners[f"cornernet detect --model {args.int8.name}"] = (sys.executable, "cornernet-int8")
+    runners["yolo predict"] = (args.yolo_python, "yolo")
+    variants = list(runners)
     print(f"{len(_files(args.images, args.num_images))} images; ms per image, median of {args.repeats} passes")
-    print("| threads | " + " | ".join(VARIANTS) + " | load |")
+    print("| threads | " + " | ".join(variants) + " | load |")
     for threads in (int(t) for t in args.threads.split(",")):
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        times: dict[str, list[float]] = {v: [] for v in variants}
         loads = []
         for _ in range(args.repeats):
             for name, (python, runner) in runners.items():
@@ -88,12 +93,13 @@ def driver(args: argparse.Namespace) -> None:
                 cmd = [python, "-m", "benchmarks.yolo_side_by_side", "--runner", runner, "--threads-one",
                        str(threads), "--images", str(args.images), "--num-images", str(args.num_images),
                        "--checkpoint", str(args.checkpoint), "--yolo", args.yolo]
+                cmd += ["--int8", str(args.int8)] if args.int8 is not None else []
                 done = subprocess.run(cmd, env=env, cwd=here, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
                 times[name].append(json.loads(done.stdout.strip().splitlines()[-1])["ms_per_image"])
                 loads.append(os.getloadavg()[0])
-        print(f"| {threads} | " + " | ".join(f"{statistics.median(times[v]):.1f}" for v in VARIANTS)
+        print(f"| {threads} | " + " | ".join(f"{statistics.median(times[v]):.1f}" for v in variants)
               + f" | {min(loads):.1f}-{max(loads):.1f} |", flush=True)
 
 
@@ -103,10 +109,11 @@ def main() -> None:
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--yolo", default="yolo26n.yaml", help="Ultralytics model: a .pt file or a .yaml (random weights)")
     ap.add_argument("--yolo-python", default="/work/venv-yolo/bin/python")
+    ap.add_argument("--int8", type=Path, help="also time this graph from `cornernet export --int8`")
     ap.add_argument("--num-images", type=int, default=20)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--runner", choices=("cornernet", "cornernet-no-flip", "yolo"), help=argparse.SUPPRESS)
+    ap.add_argument("--runner", choices=(*FLIP, "yolo"), help=argparse.SUPPRESS)
     ap.add_argument("--threads-one", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     worker(args) if args.runner else driver(args)

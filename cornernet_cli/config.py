@@ -45,6 +45,12 @@ class ModelConfig:
         if self.head_kernel not in (1, 3):
             raise ValueError(f"head_kernel must be 1 or 3, got {self.head_kernel}")
 
+    @property
+    def input_multiple(self) -> int:
+        """Test inputs whose sides are multiples of this fit the network exactly: the output map (side / stride)
+        must halve evenly at each of the hourglass's len(channels) - 1 down-samplings."""
+        return self.output_stride * 2 ** (len(self.channels) - 1)
+
     def to_dict(self) -> dict:
         """The fields as a dict, without the later fields (centre_head, block, output_stride, head_kernel) that
         hold their defaults, so that checkpoints of such models stay readable by versions that predate them."""
@@ -157,10 +163,17 @@ class DataConfig:
 
 # The test procedure where a preset's source differs from the paper's (flip on, top 100 corners per type,
 # 1000 candidate boxes before soft-NMS). Scales, padding, soft-NMS and the 100 boxes kept are the same.
-PAPER_TEST = dict(flip=True, k=100, num_dets=1000)
+PADDINGS = ("paper", "tight")
+PAPER_TEST = dict(flip=True, k=100, num_dets=1000, padding="paper")
+# The CPU presets test as detectors are used by default elsewhere (Ultralytics, mmdetection, detectron2): no
+# test-time flip (it doubles the network's time; docs/recipes.md gives the AP with and without it), inputs
+# padded only as far as the network needs.
+_CPU_TEST = dict(flip=False, padding="tight")
 TEST_DEFAULTS: dict[str, dict] = {
     # CornerNet-Lite's CornerNet_Squeeze.json: test_flipped false, top_k 20, num_dets 100.
     "squeeze": dict(flip=False, k=20, num_dets=100),
+    "small": _CPU_TEST,
+    "small-fast": _CPU_TEST,
 }
 
 
@@ -178,8 +191,8 @@ def preset_of(config: ModelConfig) -> str | None:
 
 
 def preset_test_settings(config: ModelConfig | None) -> dict:
-    """flip, k and num_dets of the test procedure for a network of `config`: those of the preset it is
-    (`preset_of`), else (or for None) the paper's."""
+    """flip, k, num_dets and padding of the test procedure for a network of `config`: those of the preset it
+    is (`preset_of`), else (or for None) the paper's."""
     preset = preset_of(config) if config is not None else None
     return {**PAPER_TEST, **TEST_DEFAULTS.get(preset, {})}
 
@@ -187,8 +200,11 @@ def preset_test_settings(config: ModelConfig | None) -> dict:
 @dataclass(frozen=True)
 class DecodeConfig:
     """Decoding and post-processing settings (the paper's values). Test-time flip and scales are arguments
-    of the inference functions, not part of this. k / num_dets None: the model's preset's
-    (`preset_test_settings`: 100 / 1000, the paper's; 20 / 100 for squeeze)."""
+    of the inference functions, not part of this. k / num_dets / padding None: the model's preset's
+    (`preset_test_settings`: 100 / 1000, the paper's; 20 / 100 for squeeze; padding "paper" but "tight" for the
+    CPU presets). padding: "paper" pads a test input to h with (h + 1) % 128 == 0 (the original's rule);
+    "tight" to the next multiple of the network's `ModelConfig.input_multiple` (32 for small-fast: a 320 x 240
+    input stays 320 x 256 instead of 383 x 255, a quarter fewer pixels)."""
 
     k: int | None = None
     kernel: int = 3
@@ -202,6 +218,7 @@ class DecodeConfig:
     centre_check: bool = True  # with a centre head: keep a box only if a centre keypoint lies in its central region
     centre_n: float = 3.0  # the central region is the middle 1/n of the box's width and height
     max_side: int = 2048  # a larger input (image side x test scale) is shrunk to this; boxes stay in image pixels
+    padding: str | None = None  # paper | tight
 
 
 @dataclass(frozen=True)

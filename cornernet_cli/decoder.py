@@ -1,9 +1,10 @@
 """The decoder object of the test-time path: DecodeConfig resolved once for one network.
 
-`Decoder.for_network` fills in the settings a DecodeConfig leaves to the model's preset (k, num_dets); the
-object then turns a batch of head outputs into detections in image pixels (`cornernet_cli.decode.decode`, the
-letterbox mapped back, mirrored halves flipped back) and merges an image's detections (soft-NMS, best
-max_per_image). The test-time loop (`cornernet_cli.engine.inference`) takes it as one argument.
+`Decoder.for_network` fills in the settings a DecodeConfig leaves to the model's preset (k, num_dets, padding);
+the object then says how test inputs are padded (`padding`), turns a batch of head outputs into detections in
+image pixels (`cornernet_cli.decode.decode`, the letterbox mapped back, mirrored halves flipped back) and
+merges an image's detections (soft-NMS, best max_per_image). The test-time loop
+(`cornernet_cli.engine.inference`) takes it as one argument.
 """
 
 from __future__ import annotations
@@ -15,32 +16,39 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cornernet_cli.config import DecodeConfig, ModelConfig, preset_test_settings
-from cornernet_cli.data.letterbox import Letterbox
+from cornernet_cli.config import PADDINGS, DecodeConfig, ModelConfig, preset_test_settings
+from cornernet_cli.data.letterbox import PAPER_PADDING, Letterbox, Padding
 from cornernet_cli.decode import decode
+from cornernet_cli.errors import check_choice
 from cornernet_cli.model.cornernet import CornerOutputs
 from cornernet_cli.postprocess import detections_to_image, merge_detections
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """Head outputs -> detections, with `settings` (a DecodeConfig whose k and num_dets are set)."""
+    """Head outputs -> detections, with `settings` (a DecodeConfig whose k, num_dets and padding are set);
+    padding: the test inputs' canvas (the network's input multiple for settings.padding "tight")."""
 
     settings: DecodeConfig
+    padding: Padding = PAPER_PADDING
 
     def __post_init__(self):
-        if self.settings.k is None or self.settings.num_dets is None:
-            raise ValueError("settings.k and settings.num_dets must be set: build with Decoder.for_network")
+        if self.settings.k is None or self.settings.num_dets is None or self.settings.padding is None:
+            raise ValueError("settings.k, settings.num_dets and settings.padding must be set: build with "
+                             "Decoder.for_network")
 
     @classmethod
     def for_network(cls, settings: DecodeConfig = DecodeConfig(), model_config: ModelConfig | None = None
                     ) -> Decoder:
-        """`settings` with k and num_dets left at None taken from the preset of `model_config`
-        (`preset_test_settings`; the paper's 100 / 1000 for None or a custom network)."""
+        """`settings` with k, num_dets and padding left at None taken from the preset of `model_config`
+        (`preset_test_settings`; the paper's 100 / 1000 / "paper" for None or a custom network)."""
         preset = preset_test_settings(model_config)
-        return cls(dataclasses.replace(settings, k=settings.k if settings.k is not None else preset["k"],
-                                       num_dets=settings.num_dets if settings.num_dets is not None
-                                       else preset["num_dets"]))
+        settings = dataclasses.replace(settings, **{name: preset[name] for name in ("k", "num_dets", "padding")
+                                                    if getattr(settings, name) is None})
+        check_choice("padding", settings.padding, PADDINGS)
+        if settings.padding == "tight" and model_config is not None:
+            return cls(settings, Padding(model_config.input_multiple, paper=False))
+        return cls(settings, PAPER_PADDING)
 
     def decode(self, outputs: CornerOutputs) -> torch.Tensor:
         """[B, num_dets, 8] float32 in output-map coordinates (see `cornernet_cli.decode.decode`); the centre

@@ -33,7 +33,7 @@ from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.engine.onnx_runner import (
     check_amp,
-    fit_max_side,
+    fit_settings,
     load_network,
     read_network_metadata,
     resolve_network,
@@ -245,8 +245,9 @@ def detect(
 
     Only detections with score >= threshold, and of `classes` (names; default all), are drawn and written.
     scales: test scales (None: the one the checkpoint was trained for). flip None: the checkpoint's preset's
-    test procedure (`preset_test_settings`: on; off for squeeze). amp: the network's autocast (off | bf16 |
-    fp16, see `cornernet_cli.engine.precision`). offline: never download a named model. extras: YOLO label
+    test procedure (`preset_test_settings`: on for the paper's hourglass; off for small, small-fast and
+    squeeze). amp: the network's autocast (off | bf16 | fp16, see `cornernet_cli.engine.precision`).
+    offline: never download a named model. extras: YOLO label
     files and crops (see `Extras`). draw_min_side: images are drawn enlarged to at least this shorter side
     (videos keep their size). Returns a DetectReport.
 
@@ -283,13 +284,20 @@ def detect(
     with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
         model, meta = load_network(ckpt, device=device)
         check_amp(model, amp)
-        decoder = Decoder.for_network(dataclasses.replace(params, max_side=fit_max_side(model, params.max_side)),
-                                      getattr(model, "config", None))
+        decoder = Decoder.for_network(output_settings(params, model, threshold), getattr(model, "config", None))
         return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
                             meta=meta, job=job, threshold=threshold, device=device, flip=flip,
                             scales=scales, decoder=decoder, amp=amp, wanted=wanted,
                             extras=extras, draw_min_side=draw_min_side,
                             loop=FrameLoop(max_frames=max_frames, show=show, on_frame=on_frame))
+
+
+def output_settings(params: DecodeConfig, model: torch.nn.Module, threshold: float) -> DecodeConfig:
+    """`params` for a caller that keeps only detections scoring >= `threshold` from `model`: max_side fitted to
+    what the model takes (`fit_settings`), and soft-NMS discarding boxes that fall under `threshold`. The kept
+    detections above it are the same: a score only falls during soft-NMS, and a class's boxes above it are all
+    picked before any under it, so only work on boxes that would be dropped afterwards is saved."""
+    return fit_settings(model, dataclasses.replace(params, score_threshold=max(params.score_threshold, threshold)))
 
 
 def _job_input(source: Path | int | str) -> str:

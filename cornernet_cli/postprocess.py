@@ -41,6 +41,7 @@ def soft_nms(
     sigma: float = 0.5,
     iou_threshold: float = 0.5,
     score_threshold: float = 0.001,
+    max_keep: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft-NMS (Bodla et al. 2017), independently per class.
 
@@ -49,10 +50,13 @@ def soft_nms(
     gaussian: exp(-iou^2 / sigma); linear: (1 - iou) if iou > iou_threshold; hard: 0 if iou > iou_threshold.
     Boxes whose (decayed) score falls below score_threshold are discarded, as are boxes starting below
     it. method "none" only applies the threshold. Returns (keep [K] indices into the input, new scores
-    [K]), sorted by new score, descending; each kept box appears once.
+    [K]), sorted by new score, descending; each kept box appears once. max_keep: return only the first
+    max_keep of that result (the same rows and order as cutting the full result).
 
     Vectorised over classes: one step takes one box from every class at once, so the Python loop runs
-    as many times as the largest class has boxes, each step being array operations.
+    as many times as the largest class has boxes, each step being array operations. With max_keep it stops
+    once max_keep kept boxes score at least as high as every box still in play: scores only fall, so no later
+    box can rank above them, and one that ties ranks after them, being kept later (the sort is stable).
     """
     if method not in NMS_METHODS:
         raise ValueError(f"nms method must be one of {', '.join(NMS_METHODS)}, got {method!r}")
@@ -62,7 +66,7 @@ def soft_nms(
     alive = scores >= score_threshold
     if method == "none" or not alive.any():
         keep = np.flatnonzero(alive)
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        keep = keep[np.argsort(-scores[keep], kind="stable")][:max_keep]
         return keep, scores[keep]
     cand = np.flatnonzero(alive)
     # Lay the boxes out as [classes, slots], classes ordered by their box count (largest first).
@@ -78,40 +82,52 @@ def soft_nms(
     n_rows, n_slots = len(labels), int(counts.max())
     source = np.full((n_rows, n_slots), -1, np.int64)
     source[rows, slot] = cand
-    cur = np.zeros((n_rows, n_slots))
+    # Scores of the boxes still in play; -inf marks a taken, discarded or empty slot.
+    cur = np.full((n_rows, n_slots), -np.inf)
     cur[rows, slot] = scores[cand]
-    live = np.zeros((n_rows, n_slots), bool)
-    live[rows, slot] = True
-    box = np.zeros((n_rows, n_slots, 4))
-    box[rows, slot] = boxes[cand]
+    x1, y1, x2, y2 = np.zeros((4, n_rows, n_slots))
+    for coord, column in zip((x1, y1, x2, y2), boxes[cand].T):
+        coord[rows, slot] = column
+    area = (x2 - x1) * (y2 - y1)
     sorted_counts = counts[rank]
+    all_rows = np.arange(n_rows)
 
-    kept, kept_scores = [], []
+    kept = []
+    taken = np.zeros(len(cand))  # the scores kept so far, in order, for the max_keep stop
+    n_taken, active = 0, n_rows
     for step in range(n_slots):
-        active = int(np.sum(sorted_counts > step))  # a class with <= step boxes is already finished
-        s, lv = cur[:active], live[:active]
-        masked = np.where(lv, s, -np.inf)
-        best = masked.argmax(axis=1)
-        r = np.arange(active)
-        has = lv[r, best]
+        while sorted_counts[active - 1] <= step:  # a class with <= step boxes is already finished
+            active -= 1
+        best = cur[:active].argmax(axis=1)
+        r = all_rows[:active]
+        top = cur[r, best]
+        has = top > -np.inf
         if not has.any():
             break
-        r, best = r[has], best[has]
+        if max_keep is not None and np.count_nonzero(taken[:n_taken] >= top.max()) >= max_keep:
+            break
+        r, best, top = r[has], best[has], top[has]
         kept.append(source[r, best])
-        kept_scores.append(cur[r, best])
-        live[r, best] = False
-        iou = box_iou(box[r, best], box[r])  # [len(r), n_slots]
+        taken[n_taken : n_taken + len(r)] = top
+        n_taken += len(r)
+        cur[r, best] = -np.inf
+        # IoU of each class's pick with the boxes of its class ([len(r), n_slots]).
+        iw = np.maximum(np.minimum(x2[r], x2[r, best][:, None]) - np.maximum(x1[r], x1[r, best][:, None]), 0.0)
+        ih = np.maximum(np.minimum(y2[r], y2[r, best][:, None]) - np.maximum(y1[r], y1[r, best][:, None]), 0.0)
+        inter = iw * ih
+        iou = inter / np.maximum(area[r, best][:, None] + area[r] - inter, 1e-12)
         if method == "gaussian":
             weight = np.exp(-(iou * iou) / sigma)
         elif method == "linear":
             weight = np.where(iou > iou_threshold, 1 - iou, 1.0)
         else:
             weight = np.where(iou > iou_threshold, 0.0, 1.0)
-        cur[r] *= weight
-        live[r] &= cur[r] >= score_threshold
+        with np.errstate(invalid="ignore"):  # -inf * 0 is nan, which the comparison below also drops
+            decayed = cur[r] * weight
+        cur[r] = np.where(decayed >= score_threshold, decayed, -np.inf)
     keep = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    new = np.concatenate(kept_scores) if kept_scores else np.zeros(0)
-    order = np.argsort(-new, kind="stable")
+    new = taken[:n_taken]
+    order = np.argsort(-new, kind="stable")[:max_keep]
     return keep[order], new[order]
 
 
@@ -175,8 +191,7 @@ def merge_detections(dets: np.ndarray | Sequence[np.ndarray], *, nms: str = "gau
     if len(dets) == 0:
         return np.zeros((0, 6))
     keep, scores = soft_nms(dets[:, :4], dets[:, 4], dets[:, -1], method=nms, sigma=nms_sigma,
-                            iou_threshold=nms_iou, score_threshold=score_threshold)
-    keep, scores = keep[:max_per_image], scores[:max_per_image]
+                            iou_threshold=nms_iou, score_threshold=score_threshold, max_keep=max_per_image)
     return np.concatenate([dets[keep, :4], scores[:, None], dets[keep, -1:]], axis=1)
 
 

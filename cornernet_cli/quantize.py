@@ -20,6 +20,7 @@ import numpy as np
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image
 from cornernet_cli.data.transforms import flip_image, prepare_test_image
+from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.onnx_runner import fit_max_side, load_onnx
 from cornernet_cli.errors import CornerNetError, SettingError
@@ -50,12 +51,13 @@ def calibration_inputs(graph: str | Path, files: list[Path]) -> Iterator[np.ndar
     float32 [1, 3, H, W] per test scale, then the mirrored copy when the preset's test procedure flips; a static
     graph's inputs padded to its size, as `OnnxNetwork` pads them."""
     net, meta = load_onnx(graph, threads=1)
-    max_side = fit_max_side(net, DecodeConfig().max_side)
     flip = preset_test_settings(meta["model_config"])["flip"]
+    padding = Decoder.for_network(model_config=meta["model_config"]).padding
+    max_side = fit_max_side(net, DecodeConfig().max_side, padding)
     for path in files:
         image = read_image(path)
         for scale in test_scales(meta):
-            x, _ = prepare_test_image(image, scale, max_side=max_side, stride=net.output_stride)
+            x, _ = prepare_test_image(image, scale, max_side=max_side, stride=net.output_stride, padding=padding)
             for view in (x[None], flip_image(x[None])) if flip else (x[None],):
                 view = view.numpy()
                 if net.static_size is not None:

@@ -149,6 +149,44 @@ def test_soft_nms_equals_sequential_reference(method, seed):
     assert (np.diff(new) <= 0).all()
 
 
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard", "none"])
+@pytest.mark.parametrize("max_keep", [1, 7, 100, 5000])
+@pytest.mark.parametrize("ties", [False, True])
+def test_soft_nms_max_keep_is_the_cut_of_the_full_result(method, max_keep, ties):
+    # The early stop must give exactly the first max_keep rows of a full run: boxes sit in clusters so decays
+    # interact across steps; with ties, scores are rounded to 0.05 so many are equal.
+    rng = np.random.default_rng(max_keep)
+    n = 1200
+    centres = rng.uniform(0, 200, (40, 2))[rng.integers(0, 40, n)] + rng.normal(0, 4, (n, 2))
+    sizes = rng.uniform(8, 30, (n, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+    scores = rng.uniform(0, 1, n)
+    scores = np.round(scores / 0.05) * 0.05 if ties else scores
+    classes = rng.integers(0, 3, n)
+    args = dict(method=method, sigma=0.5, iou_threshold=0.5, score_threshold=0.001)
+    keep, new = soft_nms(boxes, scores, classes, **args)
+    cut_keep, cut_new = soft_nms(boxes, scores, classes, **args, max_keep=max_keep)
+    np.testing.assert_array_equal(cut_keep, keep[:max_keep])
+    np.testing.assert_array_equal(cut_new, new[:max_keep])
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.6])
+def test_merge_under_an_output_threshold_keeps_what_passes_it(method, threshold):
+    # detect and Detector.predict raise soft-NMS's score_threshold to their output threshold
+    # (detect.output_settings): the detections at or above it must be those of the full run.
+    rng = np.random.default_rng(int(threshold * 100))
+    n = 800
+    centres = rng.uniform(0, 200, (30, 2))[rng.integers(0, 30, n)] + rng.normal(0, 4, (n, 2))
+    sizes = rng.uniform(8, 30, (n, 2))
+    dets = np.concatenate([centres - sizes / 2, centres + sizes / 2, rng.uniform(0, 1, (n, 1)),
+                           rng.integers(0, 3, (n, 1))], axis=1)
+    full = merge_detections(dets, nms=method, max_per_image=100)
+    early = merge_detections(dets, nms=method, max_per_image=100, score_threshold=threshold)
+    np.testing.assert_array_equal(early[early[:, 4] >= threshold], full[full[:, 4] >= threshold])
+    assert (early[:, 4] >= threshold).all()
+
+
 def test_mirror_mapping_and_clipping():
     lb = Letterbox(image_size=(100, 200), scale=(1.0, 1.0), input_size=(127, 255), offset=(27, 13),
                    output_size=(32, 64))

@@ -92,7 +92,7 @@ def finder(monkeypatch):
     import cornernet_cli.detect as detect
     import cornernet_cli.engine.checkpoint as checkpoint
 
-    model = RectangleFinder()
+    model = RectangleFinder().eval()  # as load_model returns its networks
     meta = {"class_names": ["box"], "category_ids": [1], "model_config": None, "extra": {}}
     monkeypatch.setattr(checkpoint, "load_model", lambda path, device="cpu": (model, meta))
     monkeypatch.setattr(checkpoint, "read_metadata", lambda path: meta)

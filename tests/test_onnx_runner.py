@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cornernet_cli.cli import app
 from cornernet_cli.config import DecodeConfig
+from cornernet_cli.data.letterbox import PAPER_PADDING, Padding
 from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import load_model, save_checkpoint
 from cornernet_cli.engine.inference import detect_images
@@ -132,6 +133,11 @@ def test_errors(exported, tmp_path):
     with pytest.raises(CornerNetError, match="up to 512 pixels"):
         net(torch.zeros(1, 3, 639, 127))
     assert net.max_input_side() == 511
+    for padding in (Padding(32, paper=False), Padding(16, paper=False), PAPER_PADDING):
+        side = net.max_input_side(padding)  # the largest side whose padded size the graph still pools
+        assert padding.size(side) <= 512 < padding.size(side + 1)
+    net.max_size = 767  # the size docs/deploy.md suggests for 640 x 480 images
+    assert net.max_input_side() == 767 and net.max_input_side(Padding(32, paper=False)) == 736
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a graph")
     with pytest.raises(CornerNetError, match="not a readable ONNX model"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cornernet_cli.data.letterbox import letterbox
+from cornernet_cli.data.letterbox import PAPER_PADDING, Padding, letterbox
 from cornernet_cli.model.cornernet import CornerOutputs
 from cornernet_cli.postprocess import box_iou, image_detections, merge_detections
 from cornernet_cli.targets import encode_targets
@@ -78,11 +78,12 @@ def _recovered(dets, boxes, labels):
     return True
 
 
+@pytest.mark.parametrize("padding", [PAPER_PADDING, Padding(32, paper=False)], ids=["paper", "tight"])
 @pytest.mark.parametrize("seed,scale", [(0, 1.0), (1, 0.75), (2, 1.3)])
-def test_round_trip_single(seed, scale):
+def test_round_trip_single(seed, scale, padding):
     rng = np.random.default_rng(seed)
     height, width = int(rng.integers(150, 300)), int(rng.integers(150, 300))
-    _, info = letterbox(np.zeros((height, width, 3), np.uint8), scale)
+    _, info = letterbox(np.zeros((height, width, 3), np.uint8), scale, padding)
     boxes, labels = _ground_truth(rng, height, width, 60, [(info.image_to_input, info)])
     heads = [x.unsqueeze(0) for x in _heads(info.image_to_input(boxes), labels, info)]
     dets = image_detections(CornerOutputs(*heads), info, flip=False)

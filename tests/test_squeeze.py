@@ -367,8 +367,10 @@ def test_test_procedure_follows_the_preset(monkeypatch):
     from cornernet_cli.config import DecodeConfig, preset_test_settings
     from cornernet_cli.engine.inference import detect_images
 
-    assert preset_test_settings(model_config("squeeze", 3, corner_pool=False)) == dict(flip=False, k=20, num_dets=100)
-    assert preset_test_settings(model_config("hourglass-104", 3)) == dict(flip=True, k=100, num_dets=1000)
+    assert preset_test_settings(model_config("squeeze", 3, corner_pool=False)) == dict(flip=False, k=20, num_dets=100,
+                                                                                       padding="paper")
+    assert preset_test_settings(model_config("hourglass-104", 3)) == dict(flip=True, k=100, num_dets=1000,
+                                                                          padding="paper")
     assert preset_test_settings(SMALL)["k"] == 100  # not a preset: the paper's
     seen = []
     real = decoder_module.decode

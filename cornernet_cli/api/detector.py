@@ -19,11 +19,11 @@ import numpy as np
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import read_image, write_image
 from cornernet_cli.decoder import Decoder
-from cornernet_cli.detect import draw_detections, image_entry
+from cornernet_cli.detect import draw_detections, image_entry, output_settings
 from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
-from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
+from cornernet_cli.engine.onnx_runner import check_amp, load_network, resolve_network
 from cornernet_cli.engine.precision import AMP_CHOICES
 from cornernet_cli.errors import SettingError, check_choice
 from cornernet_cli.postprocess import to_coco_results
@@ -153,7 +153,8 @@ class Detector:
         checkpoint: the .safetensors (or .onnx) file loaded. classes: class names in head order (class id i is
         classes[i]). category_ids: the dataset category id of each class. test_scales: the test scale(s) the
         model was trained for, predict's default. flip: predict's default test-time flip (the preset's test
-        procedure: on; off for squeeze). model: the torch module, in eval mode.
+        procedure: on for the paper's hourglass, off for small, small-fast and squeeze). model: the torch
+        module, in eval mode (its BatchNorms folded into the convolutions: for inference, not for training).
 
     Example:
         >>> detector = Detector(checkpoint)
@@ -196,8 +197,8 @@ class Detector:
         images: a file path, a uint8 array ([H, W, 3] BGR, or RGB with rgb=True; [H, W] grey), a PIL image,
             or a list / tuple of them. Each image runs on its own (as `cornernet detect` runs them).
         threshold: keep detections scoring at least this (0..1; `cornernet detect`'s default 0.3).
-        flip: the paper's test-time flip (about twice the network time); None: `self.flip` (on; off for the
-            squeeze preset, as its source tests).
+        flip: the paper's test-time flip (about twice the network time); None: `self.flip` (the preset's: on for
+            the paper's hourglass, off for small, small-fast and squeeze).
         scales: test scales; None: the scale the model was trained for (`test_scales`).
         max_side: a larger network input (image side x scale) is shrunk to this many pixels; boxes stay in
             image pixels. centre_check: for a model with a centre head, keep only boxes with a centre keypoint
@@ -222,7 +223,7 @@ class Detector:
             raise SettingError(f"max_side must be at least 32 pixels, got {max_side}")
         check_choice("amp", amp, AMP_CHOICES)
         check_amp(self.model, amp)
-        settings = DecodeConfig(max_side=fit_max_side(self.model, max_side), centre_check=centre_check)
+        settings = output_settings(DecodeConfig(max_side=max_side, centre_check=centre_check), self.model, threshold)
         decoder = Decoder.for_network(settings, getattr(self.model, "config", None))
         scales = tuple(scales) if scales is not None else self.test_scales
         flip = self.flip if flip is None else flip

@@ -57,7 +57,8 @@ def evaluate(
 
     model: a checkpoint file, original / mmdetection weights, a named model (offline: never download it) or
     a `Detector` (None only with oracle="heatmaps+offsets"). scales: test scales; None: the one the model was
-    trained for. flip: the paper's test-time flip; None: the preset's test procedure (on; off for squeeze).
+    trained for. flip: the paper's test-time flip; None: the preset's test procedure (on for the
+    paper's hourglass; off for small, small-fast and squeeze).
     oracle: heatmaps or heatmaps+offsets replace the network's outputs by ground truth (the paper's error
     analysis), with oracle_embeddings gt or trained. Writes the COCO results JSON to `out` and metrics.json
     beside it (results of another evaluation there are refused unless exist_ok).

@@ -24,8 +24,9 @@ def eval_cmd(
                                              "only with --oracle heatmaps+offsets."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (from prepare-data, or a standard COCO root)."),
     split: str = typer.Option("val", "--split", help="Split to evaluate: val, test, train."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip (default: on, the "
-                                        "paper's; off for the squeeze preset, as its source tests)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
+                                        "time (default: the preset's: on for the paper's hourglass as in the paper, "
+                                        "off for small, small-fast and squeeze)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5,0.75,1,1.25,1.5 (the "
                                          "paper's multi-scale; default: the scale the model was trained for)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward pass."),
@@ -78,7 +79,8 @@ def detect_cmd(
     threshold: float = typer.Option(0.3, "--threshold", min=0.0, max=1.0, help="Minimum score to draw and keep."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (refused where CUDA is missing)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Test-time flip, about 2x the network "
-                                        "time (default: on; off for the squeeze preset, as its source tests)."),
+                                        "time (default: the preset's: on for the paper's hourglass as in the paper, "
+                                        "off for small, small-fast and squeeze)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test scales, e.g. 0.5 or 0.5,1 (default: the "
                                          "scale the model was trained for, stored in its checkpoint)."),
     amp: str = typer.Option("auto", "--amp", help="Autocast the network: auto (bf16 on a CPU with native bf16 "

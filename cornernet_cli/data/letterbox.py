@@ -1,8 +1,9 @@
 """Test-time geometry: scale an image, pad it to the network's size, and map boxes back.
 
 The paper keeps test images at their resolution (times a test scale s) and pads them to
-h, w with (h + 1) % 128 == 0, i.e. h = round(H * s) | 127. The resized image sits at the centre of
-the padded canvas. The network's output map has ceil(h / s) x ceil(w / s) cells for its output stride s
+h, w with (h + 1) % 128 == 0, i.e. h = round(H * s) | 127 (`Padding`; the CPU presets pad only to the next
+multiple of what their network needs, see `cornernet_cli.config.DecodeConfig`). The resized image sits at
+the centre of the padded canvas. The network's output map has ceil(h / s) x ceil(w / s) cells for its output stride s
 (4; 8 for CornerNet-Squeeze, whose test code sizes it (h + 1) / 8, the same number), and coordinates map
 between input and output by the ratio output / input (128 / 511 at 511 and stride 4), as in training targets.
 """
@@ -51,9 +52,21 @@ class Letterbox:
         return out
 
 
-def padded_size(size: int, pad_mask: int = 127) -> int:
-    """Smallest h >= size with (h + 1) % (pad_mask + 1) == 0 (pad_mask 127: the paper's rule)."""
-    return size | pad_mask
+@dataclass(frozen=True)
+class Padding:
+    """The padded side h of a test input of side `size`: the smallest h >= size with (h + 1) % multiple == 0
+    when `paper` (the original's rule, with multiple 128), else with h % multiple == 0."""
+
+    multiple: int = 128
+    paper: bool = True
+
+    def size(self, size: int) -> int:
+        if self.paper:
+            return -(-(size + 1) // self.multiple) * self.multiple - 1
+        return -(-size // self.multiple) * self.multiple
+
+
+PAPER_PADDING = Padding()
 
 
 def output_size(input_size: tuple[int, int], stride: int = 4) -> tuple[int, int]:
@@ -61,9 +74,9 @@ def output_size(input_size: tuple[int, int], stride: int = 4) -> tuple[int, int]
     return -(-input_size[0] // stride), -(-input_size[1] // stride)
 
 
-def letterbox(image: np.ndarray, scale: float = 1.0, pad_mask: int = 127,
+def letterbox(image: np.ndarray, scale: float = 1.0, padding: Padding = PAPER_PADDING,
               fill: tuple[float, ...] | float = 0.0, stride: int = 4) -> tuple[np.ndarray, Letterbox]:
-    """Resize `image` ([H, W, C] uint8 or float) by `scale` and centre it on a padded canvas.
+    """Resize `image` ([H, W, C] uint8 or float) by `scale` and centre it on a canvas padded by `padding`.
 
     stride: the network's output stride (sets Letterbox.output_size).
     Returns the canvas [h, w, C] (same dtype, padding = `fill`) and the Letterbox to undo it.
@@ -73,7 +86,7 @@ def letterbox(image: np.ndarray, scale: float = 1.0, pad_mask: int = 127,
     resized = image if (new_h, new_w) == (height, width) else cv2.resize(image, (new_w, new_h))
     if resized.ndim == 2:
         resized = resized[:, :, None]
-    in_h, in_w = padded_size(new_h, pad_mask), padded_size(new_w, pad_mask)
+    in_h, in_w = padding.size(new_h), padding.size(new_w)
     canvas = np.empty((in_h, in_w, resized.shape[2]), dtype=resized.dtype)
     canvas[...] = fill
     x0, y0 = (in_w - new_w) // 2, (in_h - new_h) // 2

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from cornernet_cli.data.letterbox import Letterbox, letterbox
+from cornernet_cli.data.letterbox import PAPER_PADDING, Letterbox, Padding, letterbox
 
 # The original CornerNet's COCO statistics (BGR, 0..1) and its PCA lighting basis.
 MEAN = np.array([0.40789654, 0.44719302, 0.47026115], dtype=np.float32)
@@ -187,9 +187,10 @@ def train_transform(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rn
 
 def prepare_test_image(image: np.ndarray, scale: float = 1.0, mean: np.ndarray = MEAN,
                        std: np.ndarray = STD, max_side: int | None = None,
-                       stride: int = 4) -> tuple[torch.Tensor, Letterbox]:
-    """Test-time input: BGR uint8 [H, W, 3] scaled by `scale` and centred on a canvas with (h + 1) % 128 == 0
-    (cornernet_cli.data.letterbox), padded with the mean colour so padding normalises to exactly 0.
+                       stride: int = 4, padding: Padding = PAPER_PADDING) -> tuple[torch.Tensor, Letterbox]:
+    """Test-time input: BGR uint8 [H, W, 3] scaled by `scale` and centred on a canvas padded by `padding`
+    (cornernet_cli.data.letterbox; the paper's (h + 1) % 128 == 0 by default), padded with the mean colour so
+    padding normalises to exactly 0.
 
     With `max_side`, an image whose longer side times `scale` exceeds it is shrunk (area interpolation, in
     uint8, so a 10000 x 10000 photo never becomes a float copy at full size) to a longer side of `max_side`.
@@ -202,10 +203,10 @@ def prepare_test_image(image: np.ndarray, scale: float = 1.0, mean: np.ndarray =
         s = max_side / max(height, width)
         new_h, new_w = max(1, int(round(height * s))), max(1, int(round(width * s)))
         small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        canvas, info = letterbox(small.astype(np.float32), 1.0, fill=tuple(mean * 255), stride=stride)
+        canvas, info = letterbox(small.astype(np.float32), 1.0, padding, fill=tuple(mean * 255), stride=stride)
         info = dataclasses.replace(info, image_size=(height, width), scale=(new_w / width, new_h / height))
         canvas *= 1.0 / 255.0
         return normalize(canvas, mean, std), info
-    canvas, info = letterbox(image.astype(np.float32), scale, fill=tuple(mean * 255), stride=stride)
+    canvas, info = letterbox(image.astype(np.float32), scale, padding, fill=tuple(mean * 255), stride=stride)
     canvas *= 1.0 / 255.0
     return normalize(canvas, mean, std), info

@@ -23,7 +23,6 @@ metrics, as one process; time_ms is then compute time per image summed over the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch import nn
 from cornernet_cli.atomic import write_json
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.coco import CocoDetection, Sample
-from cornernet_cli.data.letterbox import padded_size
+from cornernet_cli.data.letterbox import Padding
 from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.coco_metrics import METRICS, run_cocoeval, summary_metrics
@@ -47,7 +46,7 @@ from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.eval_plots import write_analysis
 from cornernet_cli.engine.inference import StageTimer, detect_images
-from cornernet_cli.engine.onnx_runner import check_amp, fit_max_side, load_network, resolve_network
+from cornernet_cli.engine.onnx_runner import check_amp, fit_settings, load_network, resolve_network
 from cornernet_cli.engine.oracle import ORACLES, detect_with_oracle
 from cornernet_cli.engine.precision import amp_dtype
 from cornernet_cli.engine.rundir import claim_output
@@ -72,11 +71,11 @@ def class_mapping(model_classes: Sequence[str], dataset: CocoDetection, *, sourc
     return [by_name[name] for name in model_classes]
 
 
-def _batches(dataset: CocoDetection, count: int, batch_size: int) -> list[list[int]]:
+def _batches(dataset: CocoDetection, count: int, batch_size: int, padding: Padding) -> list[list[int]]:
     """Indices 0..count-1 grouped into batches of images with the same padded input size (less padding)."""
     def key(i: int) -> tuple[int, int]:
         h, w = dataset.image_size(i)
-        return padded_size(h), padded_size(w)
+        return padding.size(h), padding.size(w)
 
     order = sorted(range(count), key=lambda i: (key(i), i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -159,8 +158,8 @@ def evaluate_model(
     del category_ids  # the dataset's ids are authoritative for its own annotation file
     count = len(dataset) if max_images is None else min(len(dataset), max(0, int(max_images)))
     timer = StageTimer()
-    common = dict(decoder=Decoder.for_network(params, getattr(model, "config", None)), device=torch.device(device),
-                  scales=scales, flip=flip, amp=amp, timer=timer)
+    decoder = Decoder.for_network(params, getattr(model, "config", None))
+    common = dict(decoder=decoder, device=torch.device(device), scales=scales, flip=flip, amp=amp, timer=timer)
 
     def detect(samples: list[Sample]) -> list[np.ndarray]:
         images = [s.image for s in samples]
@@ -170,7 +169,7 @@ def evaluate_model(
                                   gt_embeddings=oracle_gt_embeddings, num_classes=len(class_names), **common)
 
     # Shard whole batches (already grouped by input size) so that each rank pads as little as one process.
-    batches = _batches(dataset, count, max(1, batch_size))[rank::world_size]
+    batches = _batches(dataset, count, max(1, batch_size), decoder.padding)[rank::world_size]
     was_training = model.training if model is not None else False
     if model is not None:
         model.eval()
@@ -259,9 +258,9 @@ def evaluate(
     write the COCO results JSON to `out`, the metrics to metrics.json next to it (both atomically) and the
     pictures of `write_analysis` there too. Returns the metrics (see `evaluate_model`) plus "results",
     "metrics_file", "rank" and "world_size". scales: test scales; None: the one the checkpoint was trained for
-    (1 without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on;
-    off for squeeze). Launched by torchrun, the images are sharded across the processes (module docstring);
-    only rank 0 shows progress, claims `out` and writes files.
+    (1 without a checkpoint). flip None: the checkpoint's preset's test procedure (`preset_test_settings`: on for
+    the paper's hourglass; off for small, small-fast and squeeze). Launched by torchrun, the images are sharded
+    across the processes (module docstring); only rank 0 shows progress, claims `out` and writes files.
 
     metrics.json records the job (checkpoint, data, split and test-time settings): results of another job
     at `out` are not replaced unless `exist_ok`; the same job writes them again. While it runs, `out` is
@@ -286,7 +285,7 @@ def evaluate(
     if checkpoint is not None:
         model, meta = load_network(checkpoint, device=device)
         check_amp(model, amp)
-        params = dataclasses.replace(params, max_side=fit_max_side(model, params.max_side))
+        params = fit_settings(model, params)
         names = meta["class_names"]
         scales = test_scales(meta, scales)
     else:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cornernet_cli.data.letterbox import Letterbox, output_size
+from cornernet_cli.data.letterbox import PAPER_PADDING, Letterbox, Padding, output_size
 from cornernet_cli.data.transforms import flip_image, prepare_test_image
 from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.precision import amp_dtype, autocast
@@ -81,13 +81,14 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def letterbox_batch(images: Sequence[np.ndarray], *, scale: float, flip: bool, stride: int, max_side: int
-                    ) -> tuple[torch.Tensor, list[Letterbox]]:
+def letterbox_batch(images: Sequence[np.ndarray], *, scale: float, flip: bool, stride: int, max_side: int,
+                    padding: Padding = PAPER_PADDING) -> tuple[torch.Tensor, list[Letterbox]]:
     """BGR uint8 images [H_i, W_i, 3] -> the normalised network input at test scale `scale`, [B, 3, H, W]
     padded to a common size (`stack_inputs`), followed by the B mirrored copies when flip ([2B, 3, H, W]), and
     each image's Letterbox. stride: the network's output stride; max_side: a longer input side (pixels) is
-    shrunk to this."""
-    prepared = [prepare_test_image(img, float(scale), max_side=max_side, stride=stride) for img in images]
+    shrunk to this; padding: each image's canvas (`Decoder.padding`)."""
+    prepared = [prepare_test_image(img, float(scale), max_side=max_side, stride=stride, padding=padding)
+                for img in images]
     batch, boxes = stack_inputs([p[0] for p in prepared], [p[1] for p in prepared], stride)
     if flip:
         batch = torch.cat([batch, flip_image(batch)], dim=0)
@@ -126,7 +127,7 @@ def detect_with(heads: HeadSource, images: Sequence[np.ndarray], decoder: Decode
     for scale in scales:
         start = timer.tick()
         batch, boxes = letterbox_batch(images, scale=scale, flip=flip, stride=stride,
-                                       max_side=decoder.settings.max_side)
+                                       max_side=decoder.settings.max_side, padding=decoder.padding)
         start = timer.add("preprocess", start)
         outputs = heads(batch, boxes)
         start = timer.add("network", start)
@@ -183,7 +184,7 @@ def heads_and_detections(model: nn.Module, image: np.ndarray, *, scale: float, d
     if decoder is None:
         decoder = Decoder.for_network(model_config=getattr(model, "config", None))
     batch, (box,) = letterbox_batch([image], scale=scale, flip=False, stride=model.output_stride,
-                                    max_side=decoder.settings.max_side)
+                                    max_side=decoder.settings.max_side, padding=decoder.padding)
     outputs = network_heads(model, batch, device=device).map(torch.Tensor.cpu)
     dets = decoder.merge(decoder.image_detections(outputs, [box], flip=False))
     return dets, outputs, box

@@ -19,6 +19,7 @@ image at a time, larger inputs are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -28,11 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cornernet_cli.config import ModelConfig
+from cornernet_cli.config import DecodeConfig, ModelConfig
+from cornernet_cli.data.letterbox import PAPER_PADDING, Padding
+from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine import checkpoint as checkpoint_io
 from cornernet_cli.errors import CornerNetError, SettingError
 from cornernet_cli.hub import resolve_weights
 from cornernet_cli.model.cornernet import CornerOutputs
+from cornernet_cli.model.fold import fold_batchnorm
 
 META_KEYS = ("cornernet_model_config", "cornernet_class_names", "cornernet_category_ids")
 
@@ -98,9 +102,13 @@ class OnnxNetwork(nn.Module):
                                                                                            self.path))
         self.eval()
 
-    def max_input_side(self) -> int:
-        """The longest letterbox input side this graph takes: the padded size (h + 1) % 128 == 0 at most max_size."""
-        return max(127, ((self.max_size + 1) // 128) * 128 - 1)
+    def max_input_side(self, padding: Padding = PAPER_PADDING) -> int:
+        """The longest letterbox input side this graph takes: the largest side that `padding` pads to at most
+        max_size (e.g. 1023 for max_size 1023 and the paper's padding, 992 with a multiple of 32)."""
+        side = self.max_size
+        while side > 1 and padding.size(side) > self.max_size:
+            side -= 1
+        return side
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {"images": x})
@@ -207,10 +215,13 @@ def read_network_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint (.safetensors, `load_model`) or an exported graph (.onnx, `load_onnx`) -> (network, meta)."""
+    """A checkpoint (.safetensors, `load_model`) or an exported graph (.onnx, `load_onnx`) -> (network, meta),
+    for inference: a checkpoint's BatchNorms are folded into their convolutions (`fold_batchnorm`)."""
     if is_onnx(path):
         return load_onnx(path, device)
-    return checkpoint_io.load_model(path, device=device)
+    model, meta = checkpoint_io.load_model(path, device=device)
+    fold_batchnorm(model)
+    return model.to(memory_format=torch.channels_last), meta
 
 
 def check_amp(model: nn.Module, amp: str) -> None:
@@ -221,12 +232,21 @@ def check_amp(model: nn.Module, amp: str) -> None:
                            f"exported (use amp 'off')")
 
 
-def fit_max_side(model: nn.Module, max_side: int) -> int:
-    """`max_side` lowered to what an ONNX graph pools exactly (unchanged for a PyTorch model)."""
+def fit_max_side(model: nn.Module, max_side: int, padding: Padding = PAPER_PADDING) -> int:
+    """`max_side` lowered to what an ONNX graph pools exactly once padded by `padding` (unchanged for a
+    PyTorch model)."""
     if isinstance(model, OnnxNetwork) and model.static_size is None:
-        return min(max_side, model.max_input_side())
+        return min(max_side, model.max_input_side(padding))
     return max_side
 
 
-__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "is_onnx", "load_network", "load_onnx", "read_network_metadata",
-           "read_onnx_metadata", "resolve_network"]
+def fit_settings(model: nn.Module | None, params: DecodeConfig) -> DecodeConfig:
+    """`params` with max_side fitted (`fit_max_side`) to `model` for the padding its decoder will use."""
+    if model is None:
+        return params
+    padding = Decoder.for_network(params, getattr(model, "config", None)).padding
+    return dataclasses.replace(params, max_side=fit_max_side(model, params.max_side, padding))
+
+
+__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "fit_settings", "is_onnx", "load_network", "load_onnx",
+           "read_network_metadata", "read_onnx_metadata", "resolve_network"]

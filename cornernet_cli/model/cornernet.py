@@ -81,6 +81,8 @@ class CornerPoolModule(nn.Module):
     [B, channels, h, w] -> [B, channels, h, w].
     """
 
+    CONV_BN_PAIRS = (("p_conv", "p_bn"), ("skip_conv", "skip_bn"))  # BNs applied straight to a conv (model.fold)
+
     def __init__(self, *, channels: int, pool_channels: int, directions: tuple[str, str], enabled: bool = True):
         super().__init__()
         self.branch1 = ConvBNReLU(channels, pool_channels)

@@ -31,6 +31,8 @@ class ConvBNReLU(nn.Sequential):
 class Residual(nn.Module):
     """3x3 conv-BN-ReLU, 3x3 conv-BN, plus a 1x1 conv-BN shortcut when stride or width changes; ReLU."""
 
+    CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))  # BNs applied straight to a conv's output (model.fold)
+
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)

@@ -21,6 +21,8 @@ class FireModule(nn.Module):
     [B, in_ch, H, W] -> [B, out_ch, ceil(H / stride), ceil(W / stride)]; out_ch must be even.
     """
 
+    CONV_BN_PAIRS = (("conv1", "bn1"),)  # bn2 normalises a concatenation of two convs: not folded (model.fold)
+
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
         super().__init__()
         if out_ch % 2:
