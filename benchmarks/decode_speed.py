@@ -5,7 +5,7 @@ top k of the whole map, all k x k pairs), with the same contract as `cornernet_c
 timing baseline only: it shares `topk_maxpool` with the package, so it is not the tests' expectation
 (tests/reference.py is).
 
-    python -m benchmarks.decode_speed [--inputs peaks|noise] [--size 128] [--classes 80] [--k 100]
+    python -m benchmarks.decode_speed [--inputs peaks|noise] [--size 128] [--width W] [--classes 80] [--k 100]
                                       [--batch 1] [--threads 2] [--repeats 30]
 
 prints the median milliseconds of both (run alternately, so both see the same machine load), their ratio,
@@ -71,19 +71,21 @@ def same_detections(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> boo
     return True
 
 
-def bench_decode(*, classes: int = 80, size: int = 128, k: int = 100, batch: int = 1, threads: int = 2,
-                 repeats: int = 30, inputs: str = "peaks", seed: int = 0) -> dict:
+def bench_decode(*, classes: int = 80, size: int = 128, width: int | None = None, k: int = 100, batch: int = 1,
+                 threads: int = 2, repeats: int = 30, inputs: str = "peaks", seed: int = 0) -> dict:
     """Median milliseconds of `decode` and `decode_reference` on the same inputs, run alternately.
 
-    inputs: "peaks" (synthetic_heads: smooth background + gaussian peaks) or "noise" (N(0, 1) logits).
-    Returns dict(fast_ms, reference_ms, speedup, same_output, classes, size, k, batch, threads, inputs).
+    Maps [batch, classes, size, width] (width None: size). inputs: "peaks" (synthetic_heads: smooth
+    background + gaussian peaks) or "noise" (N(0, 1) logits). Returns dict(fast_ms, reference_ms, speedup,
+    same_output, classes, size, width, k, batch, threads, inputs).
     """
+    width = size if width is None else width
     if inputs not in ("peaks", "noise"):
         raise ValueError(f"inputs must be 'peaks' or 'noise', got {inputs!r}")
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        heads = synthetic_heads(batch=batch, classes=classes, size=size, seed=seed)
+        heads = synthetic_heads(batch=batch, classes=classes, size=size, width=width, seed=seed)
         if inputs == "noise":
             g = torch.Generator().manual_seed(seed)
             heads = (torch.randn(heads[0].shape, generator=g), torch.randn(heads[1].shape, generator=g),
@@ -92,23 +94,24 @@ def bench_decode(*, classes: int = 80, size: int = 128, k: int = 100, batch: int
         same = same_detections(decode(*heads, k=k), decode_reference(*heads, k=k))
     finally:
         torch.set_num_threads(old_threads)
-    return {"fast_ms": fast, "reference_ms": ref, "speedup": ref / fast, "same_output": same,
-            "classes": classes, "size": size, "k": k, "batch": batch, "threads": threads, "inputs": inputs}
+    return {"fast_ms": fast, "reference_ms": ref, "speedup": ref / fast, "same_output": same, "classes": classes,
+            "size": size, "width": width, "k": k, "batch": batch, "threads": threads, "inputs": inputs}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", choices=("peaks", "noise"), default="peaks")
-    parser.add_argument("--size", type=int, default=128, help="heatmap height and width (input / 4)")
+    parser.add_argument("--size", type=int, default=128, help="heatmap height (input / 4), and width unless --width")
+    parser.add_argument("--width", type=int, default=None, help="heatmap width (default: --size)")
     parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30, help="median of this many runs of each")
     args = parser.parse_args(argv)
-    r = bench_decode(classes=args.classes, size=args.size, k=args.k, batch=args.batch, threads=args.threads,
-                     repeats=args.repeats, inputs=args.inputs)
-    print(f"{r['inputs']}, {r['classes']} x {r['size']} x {r['size']} maps, k {r['k']}, batch {r['batch']}, "
+    r = bench_decode(classes=args.classes, size=args.size, width=args.width, k=args.k, batch=args.batch,
+                     threads=args.threads, repeats=args.repeats, inputs=args.inputs)
+    print(f"{r['inputs']}, {r['classes']} x {r['size']} x {r['width']} maps, k {r['k']}, batch {r['batch']}, "
           f"{r['threads']} threads, median of {args.repeats}")
     print(f"decode {r['fast_ms']:.2f} ms  reference {r['reference_ms']:.2f} ms  ratio {r['speedup']:.1f}x  "
           f"same output: {'yes' if r['same_output'] else 'NO'}")

@@ -38,28 +38,31 @@ from cornernet_cli.targets import encode_targets
 
 
 def synthetic_heads(*, batch: int = 1, classes: int = 80, size: int = 128, objects: int = 30,
-                    seed: int = 0) -> tuple[torch.Tensor, ...]:
+                    seed: int = 0, width: int | None = None) -> tuple[torch.Tensor, ...]:
     """Head outputs shaped like a trained model's: a smooth low background plus gaussian peaks.
 
-    Returns tl_heat, br_heat [B, C, size, size] logits, tl_emb, br_emb [B, 1, ...], tl_off, br_off [B, 2, ...].
+    size: the maps' height; width: their width (None: size, square). Returns tl_heat, br_heat
+    [B, C, size, width] logits, tl_emb, br_emb [B, 1, ...], tl_off, br_off [B, 2, ...].
     """
+    width = size if width is None else width
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(width).float(), indexing="ij")
+    scale = torch.tensor([width - 1, size - 1]).float()
 
     def heat():
-        base = torch.randn(batch, classes, size // 8, size // 8, generator=g)
-        logits = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
-        logits = logits - 6 + 0.05 * torch.randn(batch, classes, size, size, generator=g)
+        base = torch.randn(batch, classes, size // 8, width // 8, generator=g)
+        logits = torch.nn.functional.interpolate(base, size=(size, width), mode="bilinear", align_corners=False)
+        logits = logits - 6 + 0.05 * torch.randn(batch, classes, size, width, generator=g)
         for bi in range(batch):
             for _ in range(objects):
                 c = int(torch.randint(classes, (1,), generator=g))
-                cx, cy = torch.rand(2, generator=g) * (size - 1)
+                cx, cy = torch.rand(2, generator=g) * scale
                 bump = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4.0)
                 logits[bi, c] = torch.maximum(logits[bi, c], -6 + 10 * bump * float(torch.rand(1, generator=g)))
         return logits
 
-    emb = lambda: torch.randn(batch, 1, size, size, generator=g) * 2  # noqa: E731
-    off = lambda: torch.rand(batch, 2, size, size, generator=g)  # noqa: E731
+    emb = lambda: torch.randn(batch, 1, size, width, generator=g) * 2  # noqa: E731
+    off = lambda: torch.rand(batch, 2, size, width, generator=g)  # noqa: E731
     return heat(), heat(), emb(), emb(), off(), off()
 
 

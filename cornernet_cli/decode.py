@@ -4,11 +4,14 @@ Sigmoid scores, local maxima in a kernel x kernel window (the paper's 3 x 3 max-
 corners of each type, every same-class (top-left, bottom-right) pair whose embeddings differ by at most
 ae_threshold and whose box is not inverted, scored by the mean of its corner scores.
 
-Speed: the original applies a sigmoid and a max-pool to the whole map. Sigmoid is monotonic, so the
-strongest corners are found on the logits: the top rows by row maximum contain the top m cells, and
-only those m candidates get their window checked (in sigmoid space, the original's exact test
-`maxpool(p) == p`). If fewer than k candidates are local maxima, m grows; past a quarter of the map
-the plain max-pool path runs instead. Same corners, a fraction of the work (see docs/performance.md).
+Speed: the original applies a sigmoid and a max-pool to the whole map and takes the top k of all of it.
+Sigmoid is monotonic, so the strongest corners are found on the logits. On a large map, t, the m-th largest
+of the rows' maxima, splits it: every cell above t lies in those m rows, so the cells >= t there hold every
+local maximum above t, and only they get their window checked (in sigmoid space, the original's exact test
+`maxpool(p) == p`). If k of them are local maxima, their top k are the map's; if not, m grows. Small maps,
+and the rare map where that fails, take the whole-map path, with the window maximum as shifted maxima
+instead of a max-pool (the same values, several times faster on the CPU). Same corners, a fraction of the
+work (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from cornernet_cli.targets import gather_at
 
 
 def topk_maxpool(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original algorithm: sigmoid, max-pool NMS (non-maxima set to 0), top k of the whole map.
+    """The original algorithm: sigmoid, max-pool NMS (non-maxima set to 0), top k of the whole map. The baseline
+    of benchmarks/decode_speed.py and a second subject of the tests; decode's whole-map path is `_topk_dense`.
 
     heat: [B, C, h, w] logits. Returns scores [B, k] (probabilities) and flat indices [B, k] into C*h*w.
     """
@@ -36,18 +40,77 @@ def topk_maxpool(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
     return torch.topk(p.view(b, -1), k)
 
 
-def _window_is_max(flat_logits: torch.Tensor, index: torch.Tensor, h: int, w: int, kernel: int) -> torch.Tensor:
-    """For flat indices [B, m] into [B, C*h*w]: is each cell's sigmoid the max of its kernel window?"""
-    row, x = index // w, index % w
-    plane, y = row // h, row % h
-    half = (kernel - 1) // 2
-    offsets = torch.arange(-half, half + 1, device=index.device)
-    ny = (y.unsqueeze(-1) + offsets).clamp(0, h - 1)  # clamped cells stay inside the window
-    nx = (x.unsqueeze(-1) + offsets).clamp(0, w - 1)
-    neigh = ((plane * h).unsqueeze(-1) + ny).unsqueeze(-1) * w + nx.unsqueeze(-2)  # [B, m, kk, kk]
-    values = torch.sigmoid(flat_logits.gather(1, neigh.flatten(1))).view(*index.shape, -1)
-    centre = torch.sigmoid(flat_logits.gather(1, index))
-    return centre >= values.amax(dim=-1)
+def window_max(p: torch.Tensor, *, kernel: int) -> torch.Tensor:
+    """Max over each cell's kernel x kernel window, cut at the map's edges: p [..., h, w] -> same shape.
+
+    The values of `F.max_pool2d(p, kernel, stride=1, padding=kernel // 2)` (a max is exact, and separable),
+    as shifted maxima along each axis: on this CPU the max-pool costs about 7 ns a cell, several times these
+    passes. A selection test, so no gradient (the updates are in place).
+    """
+    half = kernel // 2
+    out = p.detach()
+    for dim in (-1, -2):
+        src, out = out, out.clone()  # each axis reads the previous result, never a half-updated one
+        size = out.shape[dim]
+        for shift in range(1, min(half, size - 1) + 1):
+            ahead, behind = out.narrow(dim, 0, size - shift), out.narrow(dim, shift, size - shift)
+            torch.maximum(ahead, src.narrow(dim, shift, size - shift), out=ahead)  # cell i sees i + shift
+            torch.maximum(behind, src.narrow(dim, 0, size - shift), out=behind)  # and i - shift
+    return out
+
+
+def _topk_dense(heat: torch.Tensor, *, k: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`topk_maxpool` with the window maximum of `window_max`: the same tensors, so the same result to the
+    bit (ties, and the non-maxima scored 0 that fill the k places of a map with fewer maxima, included).
+
+    heat: [B, C, h, w] logits. Returns scores [B, k] (probabilities) and flat indices [B, k] into C*h*w.
+    """
+    p = torch.sigmoid(heat.float())
+    p = p * (window_max(p, kernel=kernel) == p).float()
+    return torch.topk(p.reshape(heat.shape[0], -1), k)
+
+
+def _window_is_max(flat: torch.Tensor, *, row: torch.Tensor, x: torch.Tensor, h: int, w: int,
+                   kernel: int) -> torch.Tensor:
+    """Is each cell's sigmoid the max of its kernel window (the window cut at the map's edges)?
+
+    flat: one image's logits [C*h*w]; row: the cells' rows [n] in the [C*h, w] view; x: their columns [n].
+    Returns bool [n]. Window offsets lead and cells trail ([kernel, n], [kernel, kernel, n]): broadcasts and
+    reductions then run along n, several times faster than over trailing dims of size kernel.
+    """
+    y = row % h
+    half = kernel // 2
+    offsets = torch.arange(-half, half + 1, device=row.device).unsqueeze(-1)
+    # clamped neighbours stay inside the window (and the plane), so the max over them is the window's
+    ny = (offsets + y).clamp_(0, h - 1).add_(row - y).mul_(w)  # [kernel, n]: where each neighbour row starts
+    nx = (offsets + x).clamp_(0, w - 1)
+    p = torch.sigmoid(flat.take(ny.unsqueeze(1) + nx.unsqueeze(0)))  # [kernel, kernel, n]
+    return p[half, half] >= p.flatten(0, 1).amax(dim=0)  # the centre against its window, one sigmoid for both
+
+
+def _topk_upper_set(flat: torch.Tensor, row_max: torch.Tensor, *, k: int, h: int, w: int,
+                    kernel: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One image's top k local maxima, found among the cells of its m strongest rows that reach t, the m-th
+    largest row maximum.
+
+    flat: logits [C*h*w]; row_max: [C*h] maxima of its rows of w. Every cell above t lies in those rows (its
+    row's maximum is above t), so every local maximum left out is <= t; the m row maxima are m cells >= t.
+    If k of the cells found are local maxima, the k-th of them is >= t, so their top k are the map's (up to
+    exact ties with t). If not, m grows 4x, up to a quarter of the rows. Returns logits [k] and flat indices
+    [k] into C*h*w, sorted descending, or None.
+    """
+    m = 4 * k
+    while 4 * m <= len(row_max):
+        top, top_rows = torch.topk(row_max, m)
+        rows = flat.view(-1, w).index_select(0, top_rows)  # [m, w]
+        pick_row, x = (rows >= top[-1]).nonzero(as_tuple=True)
+        row = top_rows[pick_row]
+        is_max = _window_is_max(flat, row=row, x=x, h=h, w=w, kernel=kernel)
+        if int(is_max.sum()) >= k:
+            values, order = torch.topk(torch.where(is_max, rows[pick_row, x], float("-inf")), k)
+            return values, row[order] * w + x[order]
+        m *= 4
+    return None
 
 
 def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,24 +127,15 @@ def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
     if kernel == 1:
         values, index = torch.topk(flat, k)
         return torch.sigmoid(values), index
-    rows = flat.detach().view(b, c * h, w)
-    row_max = rows.amax(dim=-1)
-    m = min(8 * k, c * h)
-    while True:
-        # The top m cells lie in the m rows with the largest maxima.
-        _, top_rows = torch.topk(row_max, m)
-        cand = rows.gather(1, top_rows.unsqueeze(-1).expand(b, m, w)).reshape(b, -1)
-        values, pos = torch.topk(cand, m)
-        index = top_rows.gather(1, pos // w) * w + pos % w
-        is_max = _window_is_max(flat, index, h, w, kernel)
-        if bool((is_max.sum(dim=1) >= k).all()):
-            masked = torch.where(is_max, values, torch.full_like(values, float("-inf")))
-            _, order = torch.topk(masked, k)
-            return torch.sigmoid(values.gather(1, order)), index.gather(1, order)
-        if 16 * m > c * h:  # the next round would read more than a quarter of the map
-            break
-        m *= 4
-    return topk_maxpool(heat, k=k, kernel=kernel)
+    if 16 * k > c * h:  # the first round's 4k rows would be over a quarter of the map: check all of it
+        return _topk_dense(heat, k=k, kernel=kernel)
+    row_max = flat.view(b, c * h, w).amax(dim=-1)
+    # one image at a time, each growing its own m: its ops are small, and a loop over them costs little
+    picked = [_topk_upper_set(flat[i], row_max[i], k=k, h=h, w=w, kernel=kernel) for i in range(b)]
+    if any(found is None for found in picked):  # rare (a map of few maxima): the whole batch the plain way
+        return _topk_dense(heat, k=k, kernel=kernel)
+    values, index = zip(*picked)
+    return torch.sigmoid(torch.stack(values)), torch.stack(index)
 
 
 @contextlib.contextmanager
@@ -163,30 +217,21 @@ def _decode(tl_heat: torch.Tensor, br_heat: torch.Tensor, tl_emb: torch.Tensor, 
     tl_x, tl_y = (tl_cell % w).float() + tl_o[..., 0], (tl_cell // w).float() + tl_o[..., 1]
     br_x, br_y = (br_cell % w).float() + br_o[..., 0], (br_cell // w).float() + br_o[..., 1]
 
-    shape = (b, k, k)
-    boxes = torch.stack(
-        [tl_x[:, :, None].expand(shape), tl_y[:, :, None].expand(shape),
-         br_x[:, None, :].expand(shape), br_y[:, None, :].expand(shape)], dim=-1)
-    tl_s, br_s = tl_score[:, :, None].expand(shape), br_score[:, None, :].expand(shape)
-    scores = (tl_s + br_s) / 2
+    # every pair's score and test on [B, k, k] broadcasts; boxes and scores are read for the n kept only
+    scores = (tl_score[:, :, None] + br_score[:, None, :]) / 2
     rejected = (
         (tl_cls[:, :, None] != br_cls[:, None, :])
         | ((tl_e[:, :, None] - br_e[:, None, :]).abs() > ae_threshold)
-        | (boxes[..., 2] < boxes[..., 0])
-        | (boxes[..., 3] < boxes[..., 1])
+        | (br_x[:, None, :] < tl_x[:, :, None])
+        | (br_y[:, None, :] < tl_y[:, :, None])
     )
     scores = torch.where(rejected, torch.full_like(scores, -1.0), scores)
 
     n = min(num_dets, k * k)
     top, order = torch.topk(scores.view(b, -1), n)
-    cls = tl_cls[:, :, None].expand(shape).reshape(b, -1).gather(1, order).float()
-    dets = torch.cat([
-        boxes.reshape(b, -1, 4).gather(1, order.unsqueeze(-1).expand(b, n, 4)),
-        top.unsqueeze(-1),
-        tl_s.reshape(b, -1).gather(1, order).unsqueeze(-1),
-        br_s.reshape(b, -1).gather(1, order).unsqueeze(-1),
-        cls.unsqueeze(-1),
-    ], dim=-1)
+    tl_i, br_i = order // k, order % k
+    dets = torch.stack([tl_x.gather(1, tl_i), tl_y.gather(1, tl_i), br_x.gather(1, br_i), br_y.gather(1, br_i), top,
+                        tl_score.gather(1, tl_i), br_score.gather(1, br_i), tl_cls.gather(1, tl_i).float()], dim=-1)
     if ct_heat is not None:
         dets = _centre_check(dets, ct_heat, ct_off, k=k, kernel=kernel, centre_n=centre_n)
     if n < num_dets:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+import cornernet_cli.decode as decode_module
 from cornernet_cli.bench import synthetic_heads
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.decode import decode, topk_corners, topk_maxpool
+from cornernet_cli.decode import decode, topk_corners, topk_maxpool, window_max
 from cornernet_cli.postprocess import detections_to_image, merge_detections, soft_nms, to_coco_results
 from tests.reference import assert_same_rows, decode_reference, local_maxima_topk
 
@@ -82,8 +83,8 @@ def test_decode_equals_reference(kernel, ae_threshold):
 @pytest.mark.parametrize("ae_threshold", [0.5, 2.0])
 def test_decode_fallback_path_and_noise(ae_threshold):
     g = torch.Generator().manual_seed(3)
-    # tiny map: fewer cells than k -> the max-pool fallback; noise: the candidate path
-    for shape, k in [((1, 2, 3, 4), 30), ((2, 5, 16, 16), 20)]:
+    # tiny map: fewer cells than k; noise, 80 rows: the whole-map path; noise, 320 rows: the upper-rows path
+    for shape, k in [((1, 2, 3, 4), 30), ((2, 5, 16, 16), 20), ((2, 10, 32, 16), 20)]:
         heads = (torch.randn(shape, generator=g), torch.randn(shape, generator=g),
                  torch.randn(shape[0], 1, *shape[2:], generator=g), torch.randn(shape[0], 1, *shape[2:], generator=g),
                  torch.rand(shape[0], 2, *shape[2:], generator=g), torch.rand(shape[0], 2, *shape[2:], generator=g))
@@ -211,3 +212,86 @@ def test_merge_and_coco_results():
     res = to_coco_results(merged, 42, [7, 9])
     assert res[0] == {"image_id": 42, "category_id": 9, "bbox": [0.0, 0.0, 10.0, 10.0], "score": 0.9}
     assert res[1]["bbox"] == [50.0, 50.0, 10.0, 20.0] and res[1]["category_id"] == 7
+
+
+def _all_local_maxima(heat: torch.Tensor, kernel: int) -> list[tuple[float, int, int, int]]:
+    return local_maxima_topk(heat.numpy(), k=heat.numel(), kernel=kernel)
+
+
+def _assert_top_local_maxima(heat: torch.Tensor, scores: torch.Tensor, index: torch.Tensor, *, k: int,
+                             kernel: int) -> None:
+    """topk_corners' answer for [B, C, h, w] logits is a top k of the local maxima, ties allowed: the reference's
+    score sequence, distinct cells that are all local maxima, every maximum above the k-th among them, and the
+    places past the map's last maximum scored 0."""
+    _, c, h, w = heat.shape
+    for b in range(len(heat)):
+        maxima = _all_local_maxima(heat[b], kernel)
+        n = min(k, len(maxima))
+        np.testing.assert_allclose(scores[b, :n].numpy(), [t[0] for t in maxima[:n]], atol=1e-6, rtol=0)
+        assert (scores[b, n:] == 0).all()
+        cells = [(i // (h * w), i % (h * w) // w, i % w) for i in index[b, :n].tolist()]
+        assert len(set(cells)) == n and set(cells) <= {t[1:] for t in maxima}
+        assert {t[1:] for t in maxima if t[0] > maxima[n - 1][0] + 1e-6} <= set(cells)
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    """Records which steps topk_corners takes: "window" per round of the upper-rows path (one image), "dense B"
+    per whole-map pass over a batch of B."""
+    taken = []
+    window_is_max, dense = decode_module._window_is_max, decode_module._topk_dense
+
+    def counted_window(flat, **kw):
+        taken.append("window")
+        return window_is_max(flat, **kw)
+
+    def counted_dense(heat, **kw):
+        taken.append(f"dense {len(heat)}")
+        return dense(heat, **kw)
+
+    monkeypatch.setattr(decode_module, "_window_is_max", counted_window)
+    monkeypatch.setattr(decode_module, "_topk_dense", counted_dense)
+    return taken
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_upper_set_path_edge_cases(kernel, paths):
+    """The upper-rows path of topk_corners (maps of at least 16k rows) against the NumPy loops: ties, a flat map
+    (every cell ties, every cell a maximum), a map that needs a second round, a batch whose images need different
+    rounds, and an image with fewer than k maxima (the whole batch takes the whole-map pass)."""
+    g = torch.Generator().manual_seed(kernel)
+    c, h, w, k = 10, 32, 16, 5  # 320 rows: a first round of 4k = 20 rows, a second of 80
+    noise = torch.randn(c, h, w, generator=g)
+    ties = torch.round(torch.randn(c, h, w, generator=g) * 2) / 2  # a few distinct logits, each on many cells
+    flat = torch.zeros(c, h, w)
+    # a gaussian ridge (height 12: not saturated in float32) whose 23 upper rows, above the noise (< 4.5),
+    # hold one maximum: the first round's 20 rows are not enough
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    ridge = noise.clone()
+    ridge[3] = 12 * torch.exp(-((yy - h // 2) ** 2 + (xx - w // 2) ** 2) / 128)
+    for batch, steps in [([noise, ties], 2), ([flat], 1), ([ridge, noise], 3), ([ties, ridge], 3)]:
+        heat = torch.stack(batch)
+        paths.clear()
+        scores, index = topk_corners(heat, k=k, kernel=kernel)
+        _assert_top_local_maxima(heat, scores, index, k=k, kernel=kernel)
+        assert paths == (["window"] * steps if kernel > 1 else [])  # kernel 1: a plain top k
+    if kernel == 1:
+        return  # every cell is a maximum
+    # two planes falling away from their first cell: two maxima < k in the second image (96 rows: one round),
+    # so the whole batch takes the whole-map pass, which fills the places past them with non-maxima scored 0
+    few = -torch.arange(2 * 48 * 16).float().view(2, 48, 16) / 1e3
+    heat = torch.stack([torch.randn(2, 48, 16, generator=g), few])
+    paths.clear()
+    scores, index = topk_corners(heat, k=k, kernel=kernel)
+    _assert_top_local_maxima(heat, scores, index, k=k, kernel=kernel)
+    assert paths == ["window", "window", "dense 2"] and len(_all_local_maxima(few, kernel)) == 2
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_window_max_equals_max_pool(kernel):
+    """The whole-map pass's window maximum: F.max_pool2d's values, ties and maps narrower than the window too."""
+    g = torch.Generator().manual_seed(kernel)
+    for shape in [(2, 3, 9, 7), (1, 2, 1, 5), (1, 1, 4, 1), (1, 1, 2, 2)]:
+        p = torch.round(torch.rand(shape, generator=g) * 4) / 4
+        want = torch.nn.functional.max_pool2d(p, kernel, stride=1, padding=kernel // 2)
+        assert torch.equal(window_max(p, kernel=kernel), want)
