@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from cornernet_cli.bench import interleaved_ms
 from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image
 from cornernet_cli.decoder import Decoder
+from cornernet_cli.detect import output_settings
 from cornernet_cli.engine.checkpoint import load_model, test_scales
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.model.fold import fold_batchnorm
@@ -45,7 +45,7 @@ def build_variants(checkpoint: Path, threshold: float) -> tuple[list[tuple[torch
     folded = folded.to(memory_format=torch.channels_last)
     paper = DecodeConfig(padding="paper")
     tight = DecodeConfig(padding="tight")
-    to_threshold = dataclasses.replace(tight, score_threshold=max(tight.score_threshold, threshold))
+    to_threshold = output_settings(tight, threshold)
     configs = [(model, paper), (folded, paper), (folded, tight), (folded, to_threshold)]
     return [(m, Decoder.for_network(s, m.config)) for m, s in configs], test_scales(meta)
 

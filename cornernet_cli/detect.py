@@ -33,8 +33,8 @@ from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import StageTimer, detect_images
 from cornernet_cli.engine.onnx_runner import (
     check_amp,
-    fit_settings,
     load_network,
+    network_decoder,
     read_network_metadata,
     resolve_network,
 )
@@ -284,7 +284,7 @@ def detect(
     with claim_output(out, job=job, record_file=out / "detections.json", exist_ok=exist_ok):
         model, meta = load_network(ckpt, device=device)
         check_amp(model, amp)
-        decoder = Decoder.for_network(output_settings(params, model, threshold), getattr(model, "config", None))
+        decoder = network_decoder(model, output_settings(params, threshold))
         return _detect_into(out, paths, report=DetectReport(skipped=skipped, checkpoint=ckpt), model=model,
                             meta=meta, job=job, threshold=threshold, device=device, flip=flip,
                             scales=scales, decoder=decoder, amp=amp, wanted=wanted,
@@ -292,12 +292,12 @@ def detect(
                             loop=FrameLoop(max_frames=max_frames, show=show, on_frame=on_frame))
 
 
-def output_settings(params: DecodeConfig, model: torch.nn.Module, threshold: float) -> DecodeConfig:
-    """`params` for a caller that keeps only detections scoring >= `threshold` from `model`: max_side fitted to
-    what the model takes (`fit_settings`), and soft-NMS discarding boxes that fall under `threshold`. The kept
-    detections above it are the same: a score only falls during soft-NMS, and a class's boxes above it are all
-    picked before any under it, so only work on boxes that would be dropped afterwards is saved."""
-    return fit_settings(model, dataclasses.replace(params, score_threshold=max(params.score_threshold, threshold)))
+def output_settings(params: DecodeConfig, threshold: float) -> DecodeConfig:
+    """`params` for a caller that keeps only detections scoring >= `threshold`: soft-NMS discards boxes that
+    fall under it. The kept detections above it are the same: a score only falls during soft-NMS, and a
+    class's boxes above it are all picked before any under it, so only work on boxes that would be dropped
+    afterwards is saved."""
+    return dataclasses.replace(params, score_threshold=max(params.score_threshold, threshold))
 
 
 def _job_input(source: Path | int | str) -> str:

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cornernet_cli.config import DecodeConfig, preset_test_settings
+from cornernet_cli.config import preset_test_settings
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image
 from cornernet_cli.data.transforms import flip_image, prepare_test_image
-from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import test_scales
-from cornernet_cli.engine.onnx_runner import fit_max_side, load_onnx
+from cornernet_cli.engine.onnx_runner import load_onnx, network_decoder
 from cornernet_cli.errors import CornerNetError, SettingError
 
 
@@ -52,8 +51,8 @@ def calibration_inputs(graph: str | Path, files: list[Path]) -> Iterator[np.ndar
     graph's inputs padded to its size, as `OnnxNetwork` pads them."""
     net, meta = load_onnx(graph, threads=1)
     flip = preset_test_settings(meta["model_config"])["flip"]
-    padding = Decoder.for_network(model_config=meta["model_config"]).padding
-    max_side = fit_max_side(net, DecodeConfig().max_side, padding)
+    decoder = network_decoder(net)
+    max_side, padding = decoder.settings.max_side, decoder.padding
     for path in files:
         image = read_image(path)
         for scale in test_scales(meta):

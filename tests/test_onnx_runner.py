@@ -192,13 +192,15 @@ def test_cli_detect_onnx(trained_onnx, tmp_path):
 
 
 def test_decode_config_cap(trained_onnx):
-    from cornernet_cli.engine.onnx_runner import fit_max_side
+    from cornernet_cli.engine.onnx_runner import fit_max_side, network_decoder
 
     _, ckpt, graph = trained_onnx
     net, _ = load_network(graph)
     model, _ = load_network(ckpt)
     assert fit_max_side(net, DecodeConfig().max_side) == 511
     assert fit_max_side(model, DecodeConfig().max_side) == 2048
+    assert network_decoder(net).settings.max_side == 511  # what detect, eval and Detector decode with
+    assert network_decoder(model).settings.max_side == 2048
 
 
 def test_output_stride_8_graph_matches_pytorch(tmp_path):

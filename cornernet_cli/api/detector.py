@@ -18,12 +18,11 @@ import numpy as np
 
 from cornernet_cli.config import DecodeConfig, preset_test_settings
 from cornernet_cli.data.image_io import read_image, write_image
-from cornernet_cli.decoder import Decoder
 from cornernet_cli.detect import draw_detections, image_entry, output_settings
 from cornernet_cli.engine.checkpoint import test_scales
 from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.inference import detect_images
-from cornernet_cli.engine.onnx_runner import check_amp, load_network, resolve_network
+from cornernet_cli.engine.onnx_runner import check_amp, load_network, network_decoder, resolve_network
 from cornernet_cli.engine.precision import AMP_CHOICES
 from cornernet_cli.errors import SettingError, check_choice
 from cornernet_cli.postprocess import to_coco_results
@@ -223,8 +222,8 @@ class Detector:
             raise SettingError(f"max_side must be at least 32 pixels, got {max_side}")
         check_choice("amp", amp, AMP_CHOICES)
         check_amp(self.model, amp)
-        settings = output_settings(DecodeConfig(max_side=max_side, centre_check=centre_check), self.model, threshold)
-        decoder = Decoder.for_network(settings, getattr(self.model, "config", None))
+        settings = output_settings(DecodeConfig(max_side=max_side, centre_check=centre_check), threshold)
+        decoder = network_decoder(self.model, settings)
         scales = tuple(scales) if scales is not None else self.test_scales
         flip = self.flip if flip is None else flip
         many = isinstance(images, (list, tuple))

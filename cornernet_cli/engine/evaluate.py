@@ -46,7 +46,7 @@ from cornernet_cli.engine.device import resolve_device
 from cornernet_cli.engine.distributed import init_distributed
 from cornernet_cli.engine.eval_plots import write_analysis
 from cornernet_cli.engine.inference import StageTimer, detect_images
-from cornernet_cli.engine.onnx_runner import check_amp, fit_settings, load_network, resolve_network
+from cornernet_cli.engine.onnx_runner import check_amp, load_network, network_decoder, resolve_network
 from cornernet_cli.engine.oracle import ORACLES, detect_with_oracle
 from cornernet_cli.engine.precision import amp_dtype
 from cornernet_cli.engine.rundir import claim_output
@@ -285,7 +285,7 @@ def evaluate(
     if checkpoint is not None:
         model, meta = load_network(checkpoint, device=device)
         check_amp(model, amp)
-        params = fit_settings(model, params)
+        params = network_decoder(model, params).settings
         names = meta["class_names"]
         scales = test_scales(meta, scales)
     else:

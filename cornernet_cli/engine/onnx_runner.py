@@ -240,13 +240,13 @@ def fit_max_side(model: nn.Module, max_side: int, padding: Padding = PAPER_PADDI
     return max_side
 
 
-def fit_settings(model: nn.Module | None, params: DecodeConfig) -> DecodeConfig:
-    """`params` with max_side fitted (`fit_max_side`) to `model` for the padding its decoder will use."""
-    if model is None:
-        return params
-    padding = Decoder.for_network(params, getattr(model, "config", None)).padding
-    return dataclasses.replace(params, max_side=fit_max_side(model, params.max_side, padding))
+def network_decoder(model: nn.Module, params: DecodeConfig = DecodeConfig()) -> Decoder:
+    """The Decoder of a loaded network (a CornerNet or an `OnnxNetwork`): `Decoder.for_network` with its config,
+    and max_side lowered to what it takes once padded as the decoder pads (`fit_max_side`)."""
+    decoder = Decoder.for_network(params, getattr(model, "config", None))
+    max_side = fit_max_side(model, decoder.settings.max_side, decoder.padding)
+    return dataclasses.replace(decoder, settings=dataclasses.replace(decoder.settings, max_side=max_side))
 
 
-__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "fit_settings", "is_onnx", "load_network", "load_onnx",
-           "read_network_metadata", "read_onnx_metadata", "resolve_network"]
+__all__ = ["OnnxNetwork", "check_amp", "fit_max_side", "is_onnx", "load_network", "load_onnx",
+           "network_decoder", "read_network_metadata", "read_onnx_metadata", "resolve_network"]
