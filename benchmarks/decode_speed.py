@@ -2,8 +2,8 @@
 
 `decode_reference` is the original's recipe written plainly (sigmoid over the whole map, 3 x 3 max-pool NMS,
 top k of the whole map, all k x k pairs), with the same contract as `cornernet_cli.decode.decode`. It is a
-timing baseline only: it shares `topk_maxpool` with the package, so it is not the tests' expectation
-(tests/reference.py is).
+timing baseline only (with `topk_maxpool`, the original's corner selection, which decode's whole-map path
+computes with a faster window maximum); the tests' expectation is tests/reference.py.
 
     python -m benchmarks.decode_speed [--inputs peaks|noise] [--size 128] [--width W] [--classes 80] [--k 100]
                                       [--batch 1] [--threads 2] [--repeats 30]
@@ -20,7 +20,20 @@ import numpy as np
 import torch
 
 from cornernet_cli.bench import interleaved_ms, synthetic_heads
-from cornernet_cli.decode import decode, topk_maxpool
+from cornernet_cli.decode import decode
+
+
+def topk_maxpool(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original algorithm: sigmoid, max-pool NMS (non-maxima set to 0), top k of the whole map.
+
+    heat: [B, C, h, w] logits. Returns scores [B, k] (probabilities) and flat indices [B, k] into C*h*w.
+    """
+    b = heat.shape[0]
+    p = torch.sigmoid(heat.float())
+    pad = (kernel - 1) // 2
+    hmax = torch.nn.functional.max_pool2d(p, kernel, stride=1, padding=pad)
+    p = p * (hmax == p).float()
+    return torch.topk(p.view(b, -1), k)
 
 
 @torch.no_grad()

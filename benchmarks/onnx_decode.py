@@ -41,13 +41,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from benchmarks.decode_speed import same_detections
+from benchmarks.decode_speed import same_detections, topk_maxpool
 from benchmarks.onnx_int8_speed import machine
 from cornernet_cli.bench import interleaved_ms, synthetic_heads
 from cornernet_cli.config import DecodeConfig
 from cornernet_cli.data.coco import CocoDetection
 from cornernet_cli.data.image_io import IMAGE_SUFFIXES, read_image
-from cornernet_cli.decode import decode, topk_maxpool
+from cornernet_cli.decode import decode
 from cornernet_cli.decoder import Decoder
 from cornernet_cli.engine.checkpoint import load_model, test_scales
 from cornernet_cli.engine.coco_metrics import coco_metrics

@@ -21,23 +21,8 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from cornernet_cli.targets import gather_at
-
-
-def topk_maxpool(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original algorithm: sigmoid, max-pool NMS (non-maxima set to 0), top k of the whole map. The baseline
-    of benchmarks/decode_speed.py and a second subject of the tests; decode's whole-map path is `_topk_dense`.
-
-    heat: [B, C, h, w] logits. Returns scores [B, k] (probabilities) and flat indices [B, k] into C*h*w.
-    """
-    b = heat.shape[0]
-    p = torch.sigmoid(heat.float())
-    pad = (kernel - 1) // 2
-    hmax = F.max_pool2d(p, kernel, stride=1, padding=pad)
-    p = p * (hmax == p).float()
-    return torch.topk(p.view(b, -1), k)
 
 
 def window_max(p: torch.Tensor, *, kernel: int) -> torch.Tensor:
@@ -60,8 +45,9 @@ def window_max(p: torch.Tensor, *, kernel: int) -> torch.Tensor:
 
 
 def _topk_dense(heat: torch.Tensor, *, k: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`topk_maxpool` with the window maximum of `window_max`: the same tensors, so the same result to the
-    bit (ties, and the non-maxima scored 0 that fill the k places of a map with fewer maxima, included).
+    """The original algorithm, sigmoid, window-max NMS (non-maxima set to 0) and top k of the whole map, with
+    the window maximum of `window_max`: the values of the original's max-pool, so the same result to the bit
+    (ties, and the non-maxima scored 0 that fill the k places of a map with fewer maxima, included).
 
     heat: [B, C, h, w] logits. Returns scores [B, k] (probabilities) and flat indices [B, k] into C*h*w.
     """
@@ -117,7 +103,8 @@ def topk_corners(heat: torch.Tensor, *, k: int, kernel: int = 3) -> tuple[torch.
     """Top-k local maxima of sigmoid(heat): heat [B, C, h, w] logits -> (scores [B, k], flat index [B, k]).
 
     Scores are probabilities, sorted descending; the flat index runs over C*h*w (class = index // (h*w)).
-    Same result as `topk_maxpool` (up to the order of exactly tied scores). kernel must be odd.
+    Same result as the original whole-map selection (`_topk_dense`; up to the order of exactly tied scores).
+    kernel must be odd.
     """
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel must be a positive odd number, got {kernel}")

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import cornernet_cli.decode as decode_module
+from benchmarks.decode_speed import topk_maxpool
 from cornernet_cli.bench import synthetic_heads
 from cornernet_cli.data.letterbox import Letterbox
-from cornernet_cli.decode import decode, topk_corners, topk_maxpool, window_max
+from cornernet_cli.decode import decode, topk_corners, window_max
 from cornernet_cli.postprocess import detections_to_image, merge_detections, soft_nms, to_coco_results
 from tests.reference import assert_same_rows, decode_reference, local_maxima_topk
 
